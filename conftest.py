@@ -1,0 +1,50 @@
+"""Shared pytest options and fixtures: the seed, real components, and cleanup that always runs."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from harness.config import StackConfig, load_config
+from harness.rundir import RunDir
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--seed", type=int, default=None,
+                     help="seed for every random choice (default: random, printed in the header)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    seed = config.getoption("--seed")
+    if seed is None:
+        # one seed for the session; xdist workers inherit it through the environment
+        seed = int(os.environ.get("CDC_CHAOS_SEED") or random.randrange(1, 2**31))
+        os.environ["CDC_CHAOS_SEED"] = str(seed)
+    config.option.seed = seed
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"cdc-chaos seed: {config.getoption('--seed')} (replay with --seed {config.getoption('--seed')})"
+
+
+@pytest.fixture(scope="session")
+def seed(pytestconfig: pytest.Config) -> int:
+    return int(pytestconfig.getoption("--seed"))
+
+
+@pytest.fixture(scope="session")
+def stack_config() -> StackConfig:
+    return load_config()
+
+
+@pytest.fixture
+def run_dir() -> Iterator[RunDir]:
+    """A run directory whose processes and files are removed after the test, pass or fail."""
+    run = RunDir.create("test")
+    try:
+        yield run
+    finally:
+        run.remove()

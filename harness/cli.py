@@ -1,0 +1,188 @@
+"""``cdc-chaos`` command line (also ``python -m harness``).
+
+``up`` starts a detached supervisor that owns the stack (so the stack outlives the command, and the
+supervisor's death still takes every component with it); ``down`` asks it to tear down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.config import ConfigError, StackConfig, load_config
+from harness.process import pid_alive, port_open, tail
+from harness.rundir import runs_root
+
+CURRENT = "current"  # file under runs/ naming the run dir of the stack `up` started last
+
+
+def _current_run_dir(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    pointer = runs_root() / CURRENT
+    if not pointer.exists():
+        raise SystemExit("no stack is up (start one with `cdc-chaos up`)")
+    path = Path(pointer.read_text().strip())
+    if not path.is_dir():
+        raise SystemExit(f"the last stack ({path}) is gone; start one with `cdc-chaos up`")
+    return path
+
+
+def cmd_setup(config: StackConfig, args: argparse.Namespace) -> int:
+    from harness.install.all import install_everything
+
+    install_everything(config)
+    return 0
+
+
+def cmd_serve(config: StackConfig, args: argparse.Namespace) -> int:
+    """The detached supervisor behind `up`: start the stack, report, wait for SIGTERM, tear down."""
+    from harness.stack import Stack
+
+    ready = Path(args.ready_file)
+    stop = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    stack = Stack(config, label="cli")
+    try:
+        (runs_root() / CURRENT).write_text(str(stack.run.path))
+        stack.start()
+        ready.write_text(json.dumps({"ok": True, "run_dir": str(stack.run.path), "timings": stack.timings}))
+        while not stop:
+            time.sleep(0.5)
+    except Exception as exc:  # noqa: BLE001 - reported to the waiting `up`
+        ready.write_text(json.dumps({"ok": False, "error": str(exc)}))
+        return 1
+    finally:
+        stack.down()
+    return 0
+
+
+def cmd_up(config: StackConfig, args: argparse.Namespace) -> int:
+    ready = runs_root() / f".ready-{os.getpid()}"
+    ready.unlink(missing_ok=True)
+    log = runs_root() / f"supervisor-{os.getpid()}.log"
+    argv = [sys.executable, "-m", "harness", "serve", "--ready-file", str(ready)]
+    if args.config:
+        argv[3:3] = ["--config", args.config]
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    print(f"starting the stack (supervisor pid {proc.pid}, log {log}) ...", file=sys.stderr)
+    while not ready.exists():
+        if proc.poll() is not None:
+            print(tail(log, 60), file=sys.stderr)
+            raise SystemExit(f"the stack supervisor exited with code {proc.returncode}; see {log}")
+        time.sleep(0.5)
+    result = json.loads(ready.read_text())
+    ready.unlink(missing_ok=True)
+    if not result["ok"]:
+        proc.wait(timeout=60)
+        print(result["error"], file=sys.stderr)
+        return 1
+    print(f"stack up in {result['timings'].get('total', 0):.1f}s: {result['run_dir']}", file=sys.stderr)
+    print(json.dumps(json.loads((Path(result["run_dir"]) / "stack.json").read_text()), indent=2))
+    return 0
+
+
+def cmd_down(config: StackConfig, args: argparse.Namespace) -> int:
+    run_dir = _current_run_dir(args.run_dir)
+    owner = int((run_dir / "owner.pid").read_text())
+    if pid_alive(owner):
+        os.kill(owner, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while pid_alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    from harness.rundir import RunDir
+
+    if run_dir.exists():
+        RunDir(run_dir).remove()
+    print(f"stack {run_dir.name} is down")
+    return 0
+
+
+def cmd_status(config: StackConfig, args: argparse.Namespace) -> int:
+    run_dir = _current_run_dir(args.run_dir)
+    stack_json = run_dir / "stack.json"
+    if not stack_json.exists():
+        raise SystemExit(f"stack {run_dir.name} is still starting; try again shortly")
+    endpoints = json.loads(stack_json.read_text())
+    ports = json.loads((run_dir / "ports.json").read_text())
+    listening = {name: port_open(port) for name, port in ports.items()}
+    if args.json:
+        print(json.dumps({"endpoints": endpoints, "ports": ports, "listening": listening}, indent=2))
+    else:
+        print(f"run dir: {run_dir}")
+        for name, port in ports.items():
+            print(f"  {name:<18} 127.0.0.1:{port:<6} {'up' if listening[name] else 'DOWN'}")
+    return 0 if all(listening.values()) else 1
+
+
+def cmd_logs(config: StackConfig, args: argparse.Namespace) -> int:
+    run_dir = _current_run_dir(args.run_dir)
+    comp_dir = run_dir / args.component
+    if not comp_dir.is_dir():
+        names = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
+        raise SystemExit(f"no component {args.component!r}; components: {names}")
+    for log in sorted(comp_dir.rglob("*.log")):
+        print(f"--- {log} ---\n{tail(log, args.lines)}")
+    return 0
+
+
+def cmd_demo(config: StackConfig, args: argparse.Namespace) -> int:
+    from harness.demo import run_demo
+
+    return run_demo(config, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cdc-chaos", description=__doc__)
+    p.add_argument("--config", help="stack definition (default stack/stack.toml or $CDC_CHAOS_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="install every component into the cache (idempotent)")
+    sub.add_parser("up", help="start a stack in the background and print its endpoints")
+    serve = sub.add_parser("serve", help=argparse.SUPPRESS)
+    serve.add_argument("--ready-file", required=True)
+    for name, helptext in (("down", "stop the stack and delete its run dir"),
+                           ("status", "show the stack's endpoints and which ports answer")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--run-dir")
+        if name == "status":
+            sp.add_argument("--json", action="store_true", help="print every endpoint as JSON")
+    logs = sub.add_parser("logs", help="tail a component's logs")
+    logs.add_argument("component")
+    logs.add_argument("-n", "--lines", type=int, default=100)
+    logs.add_argument("--run-dir")
+    demo = sub.add_parser("demo", help="the main job: stack up, pipeline, chaos run, verdict, report")
+    demo.add_argument("--seed", type=int, default=None)
+    demo.add_argument("--duration", type=float, default=30.0, help="workload seconds")
+    demo.add_argument("--rate", type=float, default=50.0, help="operations per second")
+    return p
+
+
+COMMANDS = {
+    "setup": cmd_setup, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status,
+    "logs": cmd_logs, "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return COMMANDS[args.command](config, args)

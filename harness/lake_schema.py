@@ -1,0 +1,79 @@
+"""The lake's contract: table layout, column names and types. The Flink job writes it, the checker reads it.
+
+Layout in the bucket (``s3://<bucket>/<prefix>/``):
+
+- ``orders/dt=YYYY-MM-DD/hr=HH/part-*.parquet``       on-time changes, partitioned by event_time in UTC
+- ``orders_late/dt=YYYY-MM-DD/hr=HH/part-*.parquet``  changes behind the watermark when routed (same schema)
+- ``orders_dlq/part-*.parquet``                       malformed Kafka records (dead letters)
+- ``_SUCCESS`` in a partition directory once the watermark has passed the partition's end.
+
+Files whose name starts with ``.`` or ``_`` are hidden from readers (in-progress, pending, markers).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MAIN_TABLE = "orders"
+LATE_TABLE = "orders_late"
+DLQ_TABLE = "orders_dlq"
+PARTITION_KEYS = ("dt", "hr")
+
+#: one row per source change; ``dt``/``hr`` are in the path, not in the file (Flink's filesystem sink)
+CHANGE_SCHEMA = pa.schema([
+    # the order, as of this change (``after`` image; ``before`` image for a delete)
+    ("order_id", pa.int64()),
+    ("customer_id", pa.int32()),
+    ("product", pa.string()),
+    ("quantity", pa.int32()),
+    ("unit_price", pa.decimal128(10, 2)),
+    ("status", pa.string()),
+    ("version", pa.int32()),
+    ("created_at_ms", pa.int64()),
+    ("updated_at_ms", pa.int64()),
+    # the change
+    ("op", pa.string()),                 # c, u, d, r (snapshot read)
+    ("event_time_ms", pa.int64()),       # order's event_time; for a delete, the commit time (source ts_ms)
+    # enrichment (harness.enrichment recomputes each)
+    ("line_total", pa.decimal128(12, 2)),
+    ("status_category", pa.string()),
+    ("customer_region", pa.string()),
+    ("customer_segment", pa.string()),
+    # source coordinates: identify the change in the binlog (the job deduplicates on these)
+    ("src_file", pa.string()),
+    ("src_pos", pa.int64()),
+    ("src_row", pa.int32()),
+    ("src_server_id", pa.int64()),
+    ("src_gtid", pa.string()),
+    ("src_ts_ms", pa.int64()),
+    ("src_snapshot", pa.string()),
+    # transport and processing
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("watermark_ms", pa.int64()),        # the watermark when the row was routed; null if none yet
+    ("processed_ms", pa.int64()),
+])
+
+DLQ_SCHEMA = pa.schema([
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("kafka_timestamp_ms", pa.int64()),
+    ("raw", pa.string()),
+    ("reason", pa.string()),
+    ("processed_ms", pa.int64()),
+])
+
+#: the columns of the orders table that a change carries and the final state is compared on
+STATE_COLUMNS = ("customer_id", "product", "quantity", "unit_price", "status", "version", "event_time_ms")
+
+#: what identifies one source change independently of Debezium: the workload bumps ``version`` on every
+#: update, so (order_id, version, op-is-delete) is unique per committed change.
+CHANGE_KEY = ("order_id", "version", "is_delete")
+
+
+def partition_of(event_time_ms: int) -> tuple[str, str]:
+    """``(dt, hr)`` of an event time in UTC: the partition a change must land in."""
+    import datetime as _dt
+
+    t = _dt.datetime.fromtimestamp(event_time_ms / 1000, tz=_dt.UTC)
+    return t.strftime("%Y-%m-%d"), t.strftime("%H")

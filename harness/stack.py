@@ -1,0 +1,167 @@
+"""The whole pipeline's infrastructure as one object: database, S3 store, Kafka, Connect, Flink.
+
+``with Stack.up(config) as stack:`` starts every component (processes first, all at once, then the
+health waits in dependency order, so JVM start-ups overlap), and always tears everything down:
+processes, ports and the run directory, on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from harness.components.base import Component
+from harness.components.connect import KafkaConnect
+from harness.components.database import Database
+from harness.components.flink import FlinkCluster
+from harness.components.kafka import KafkaBroker
+from harness.components.s3 import ObjectStore
+from harness.config import StackConfig, load_config
+from harness.process import ComponentError
+from harness.rundir import RunDir
+
+#: start order = health-wait order; Connect needs Kafka and the database, Flink's checkpoints need S3
+COMPONENT_CLASSES: dict[str, type[Component]] = {
+    "database": Database,
+    "s3": ObjectStore,
+    "kafka": KafkaBroker,
+    "connect": KafkaConnect,
+    "flink": FlinkCluster,
+}
+
+
+class StackError(ComponentError):
+    """The stack did not come up; names the component, what was awaited and its log tail."""
+
+
+class Stack:
+    def __init__(self, config: StackConfig | None = None, run: RunDir | None = None,
+                 label: str = "stack", components: list[str] | None = None) -> None:
+        self.config = config or load_config()
+        self.run = run or RunDir.create(label)
+        names = components or list(COMPONENT_CLASSES)
+        port_names = [p for n in names for p in COMPONENT_CLASSES[n].port_names(self.config)]
+        self.ports = self.run.allocate_ports(port_names)
+        self.components: dict[str, Component] = {}
+        for name in names:
+            self.components[name] = self._make(name)
+        self.timings: dict[str, float] = {}
+
+    def _make(self, name: str) -> Component:
+        cls = COMPONENT_CLASSES[name]
+        if cls is KafkaConnect:
+            return KafkaConnect(self.config, self.run, self.ports, kafka=self.kafka, database=self.database)
+        return cls(self.config, self.run, self.ports)
+
+    # --- typed accessors -------------------------------------------------------------------------
+    @property
+    def database(self) -> Database:
+        return self.components["database"]  # type: ignore[return-value]
+
+    @property
+    def s3(self) -> ObjectStore:
+        return self.components["s3"]  # type: ignore[return-value]
+
+    @property
+    def kafka(self) -> KafkaBroker:
+        return self.components["kafka"]  # type: ignore[return-value]
+
+    @property
+    def connect(self) -> KafkaConnect:
+        return self.components["connect"]  # type: ignore[return-value]
+
+    @property
+    def flink(self) -> FlinkCluster:
+        return self.components["flink"]  # type: ignore[return-value]
+
+    def __getitem__(self, name: str) -> Component:
+        if name not in self.components:
+            raise KeyError(f"no component {name!r}; components: {list(self.components)}")
+        return self.components[name]
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self, timeout: float | None = None, register_connector: bool = True) -> None:
+        timeout = timeout or self.config.timeouts.stack_up_s
+        started = time.monotonic()
+        deadline = started + timeout
+        order = list(self.components)
+        # Spawn everything that has no start-up dependency first so the JVMs boot in parallel.
+        for name in order:
+            if name != "connect":
+                self._log(f"starting {name}")
+                self.components[name].start()
+        for name in order:
+            comp = self.components[name]
+            if name == "connect":
+                comp.start()
+            remaining = max(5.0, deadline - time.monotonic())
+            t0 = time.monotonic()
+            try:
+                comp.wait_healthy(min(remaining, self.config.timeouts.component_up_s))
+                comp.after_healthy()
+            except ComponentError as exc:
+                raise StackError(f"stack did not become healthy: {exc}") from exc
+            self.timings[name] = time.monotonic() - t0
+            self._log(f"{name} healthy ({time.monotonic() - started:.1f}s since start)")
+        if register_connector and "connect" in self.components:
+            t0 = time.monotonic()
+            self.connect.register_connector()
+            self.timings["connector"] = time.monotonic() - t0
+            self._log(f"connector RUNNING ({time.monotonic() - started:.1f}s since start)")
+        self.timings["total"] = time.monotonic() - started
+        self.write_status()
+
+    def down(self) -> None:
+        """Kill every process group, release ports, delete the run directory. Idempotent."""
+        for comp in reversed(list(self.components.values())):
+            try:
+                comp.kill()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down the rest
+                self._log(f"error killing {comp.name}: {exc}")
+        self.run.remove()
+
+    @classmethod
+    @contextmanager
+    def up(cls, config: StackConfig | None = None, label: str = "stack", **kw: Any) -> Iterator[Stack]:
+        stack = cls(config, label=label)
+        try:
+            stack.start(**kw)
+            yield stack
+        finally:
+            stack.down()
+
+    # --- introspection ---------------------------------------------------------------------------
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run.path),
+            **{name: comp.endpoints() for name, comp in self.components.items()},
+        }
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"run_dir": str(self.run.path), "components": {}}
+        for name, comp in self.components.items():
+            members = {m: {"pid": p.pid, "running": p.running()} for m, p in comp.processes.items()}
+            try:
+                healthy = comp.healthy()
+            except Exception:  # noqa: BLE001 - a dead component's probe raises
+                healthy = False
+            out["components"][name] = {"healthy": healthy, "members": members}
+        out["endpoints"] = self.endpoints()
+        return out
+
+    def write_status(self) -> None:
+        (self.run.path / "stack.json").write_text(json.dumps(self.endpoints(), indent=2))
+
+    def logs(self, name: str, lines: int = 100) -> str:
+        return self[name].logs(lines=lines)
+
+    def log_tails(self, lines: int = 20) -> str:
+        return "\n".join(comp.logs(lines=lines) for comp in self.components.values())
+
+    @staticmethod
+    def _log(message: str) -> None:
+        print(f"[cdc-chaos stack {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
