@@ -184,8 +184,8 @@ class Schedule:
         return cls(faults)
 
     @classmethod
-    def random(cls, rng: random.Random, factories: list[Callable[[], Nemesis]], count: int, window_s: tuple[float, float],
-               duration_s: tuple[float, float]) -> Schedule:
+    def random(cls, rng: random.Random, factories: list[Callable[[], Nemesis]], count: int,
+               window_s: tuple[float, float], duration_s: tuple[float, float]) -> Schedule:
         """``count`` faults at seeded random times in ``window_s``, not overlapping."""
         faults: list[Fault] = []
         lo, hi = window_s
