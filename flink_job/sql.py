@@ -43,6 +43,7 @@ class JobConfig:
     dedup_ttl_ms: int = 3_600_000
     parallelism: int = 1
     startup_mode: str = "earliest-offset"  # first start; a restore resumes from checkpointed offsets
+    startup_offsets: tuple[tuple[int, int], ...] = ()   # (partition, offset) for 'specific-offsets'
     variant: str = "correct"               # known-bad variants exist to prove the suite convicts them
     job_name: str = "cdc-orders-to-lake"
     extra: dict[str, str] = field(default_factory=dict)
@@ -90,7 +91,16 @@ def _kafka(cfg: JobConfig, group_suffix: str) -> str:
             f"'properties.bootstrap.servers' = '{cfg.bootstrap}', "
             f"'properties.group.id' = '{cfg.group_id}-{group_suffix}', "
             f"'properties.isolation.level' = 'read_committed', "
-            f"'scan.startup.mode' = '{cfg.startup_mode}'")
+            f"'scan.startup.mode' = '{cfg.startup_mode}'" + _specific_offsets(cfg))
+
+
+def _specific_offsets(cfg: JobConfig) -> str:
+    if cfg.startup_mode != "specific-offsets":
+        return ""
+    if not cfg.startup_offsets:
+        raise ValueError("startup_mode 'specific-offsets' needs startup_offsets")
+    spec = ";".join(f"partition:{p},offset:{o}" for p, o in sorted(cfg.startup_offsets))
+    return f", 'scan.startup.specific-offsets' = '{spec}'"
 
 
 def _sink(cfg: JobConfig, name: str, path: str, partitioned: bool) -> str:

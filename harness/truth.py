@@ -59,8 +59,19 @@ class GroundTruth:
     history_anomalies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+def binlog_position(host: str, port: int, user: str, password: str) -> tuple[str, int]:
+    """The binlog end now: a scenario's truth starts here, so earlier scenarios' changes are excluded."""
+    with pymysql.connect(host=host, port=port, user=user, password=password) as conn, conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"the database at {host}:{port} has no binlog; start it with --log-bin")
+    return str(row[0]), int(row[1])
+
+
 def read_binlog_changes(host: str, port: int, user: str, password: str, database: str,
-                        table: str = "orders", is_mariadb: bool = True) -> list[dict[str, Any]]:
+                        table: str = "orders", is_mariadb: bool = True,
+                        start: tuple[str, int] | None = None) -> list[dict[str, Any]]:
     """Every committed row change of ``database.table`` from the start of the binlog, in order.
 
     Uses the server's own binlog tool as a replication client (``mariadb-binlog`` / ``mysqlbinlog
@@ -75,13 +86,15 @@ def read_binlog_changes(host: str, port: int, user: str, password: str, database
         columns = [r[0] for r in cur.fetchall()]
     if not logs:
         raise RuntimeError(f"the database at {host}:{port} has no binlog; start it with --log-bin")
+    first, position = start if start is not None else (logs[0], 4)
     tool = shutil.which("mariadb-binlog" if is_mariadb else "mysqlbinlog") or shutil.which("mysqlbinlog")
     if tool is None:
         raise RuntimeError("no binlog tool (mariadb-binlog or mysqlbinlog) on PATH; install the database client "
                            "(`apt-get install mariadb-client`, or `./run setup`)")
     res = subprocess.run(
         [tool, "--read-from-remote-server", f"--host={host}", f"--port={port}", f"--user={user}",
-         f"--password={password}", "--base64-output=DECODE-ROWS", "--verbose", "--to-last-log", logs[0]],
+         f"--password={password}", "--base64-output=DECODE-ROWS", "--verbose", "--to-last-log",
+         f"--start-position={position}", first],
         capture_output=True, text=True, env={**os.environ, "TZ": "UTC"}, timeout=600, errors="replace",
     )
     if res.returncode != 0:
@@ -210,12 +223,13 @@ def cross_check_history(changes: list[dict[str, Any]], history: History) -> dict
     return out
 
 
-def collect(db_endpoints: dict[str, Any], history: History | None) -> GroundTruth:
-    """Read the binlog and the final table of a running database (``Database.endpoints()``)."""
+def collect(db_endpoints: dict[str, Any], history: History | None,
+            start: tuple[str, int] | None = None) -> GroundTruth:
+    """Read the binlog (from ``start``) and the final table of a running database (``Database.endpoints()``)."""
     host, port = db_endpoints["host"], db_endpoints["port"]
     user, password = db_endpoints["root_user"], db_endpoints["root_password"]
     changes = read_binlog_changes(host, port, user, password, db_endpoints["database"],
-                                  is_mariadb=db_endpoints.get("kind", "mariadb") == "mariadb")
+                                  is_mariadb=db_endpoints.get("kind", "mariadb") == "mariadb", start=start)
     with pymysql.connect(host=host, port=port, user=user, password=password,
                          database=db_endpoints["database"]) as conn:
         final = read_final_state(conn)

@@ -1,0 +1,71 @@
+"""Submit the pipeline to a Flink cluster with PyFlink's Table API.
+
+    python -m flink_job.job '<JobConfig as JSON>' --rest 127.0.0.1:8081 [--restore s3://.../chk-12]
+
+Prints one JSON line ``{"job_id": ...}``.  The job is pure SQL, so the TaskManagers need no Python: this
+process only plans the job (in PyFlink's gateway JVM, with the connector jars of FLINK_HOME/lib) and
+submits it, then exits while the job keeps running on the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from flink_job.sql import JobConfig, statements, table_config
+
+
+def build_and_submit(cfg: JobConfig, rest: str, restore: str | None, checkpoint_dir: str | None) -> str:
+    from pyflink.common import Configuration
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    host, port = rest.rsplit(":", 1)
+    conf = Configuration()
+    settings: dict[str, str] = {
+        "execution.target": "remote", "rest.address": host, "rest.port": port, "jobmanager.rpc.address": host,
+        **table_config(cfg),
+    }
+    if checkpoint_dir:
+        settings["execution.checkpointing.dir"] = checkpoint_dir
+        settings["execution.checkpointing.savepoint-dir"] = checkpoint_dir.rstrip("/") + "/savepoints"
+    if restore:
+        settings["execution.state-recovery.path"] = restore
+        settings["execution.state-recovery.ignore-unclaimed-state"] = "false"
+    for k, v in settings.items():
+        conf.set_string(k, v)
+    env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf)
+                                  .build())
+    for k, v in settings.items():   # table options must also be in the table config
+        env.get_config().set(k, v)
+    ddl, inserts = statements(cfg)
+    for stmt in ddl:
+        env.execute_sql(stmt)
+    statement_set = env.create_statement_set()
+    for stmt in inserts:
+        statement_set.add_insert_sql(stmt)
+    result = statement_set.execute()
+    client = result.get_job_client()
+    if client is None:
+        raise RuntimeError("the statement set produced no job")
+    return str(client.get_job_id())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="flink_job.job")
+    p.add_argument("config", help="JobConfig as JSON")
+    p.add_argument("--rest", required=True, help="JobManager REST address host:port")
+    p.add_argument("--restore", help="checkpoint or savepoint path to resume from")
+    p.add_argument("--checkpoint-dir", help="where this job's checkpoints go (retained on cancel)")
+    args = p.parse_args(argv)
+    raw: dict[str, Any] = json.loads(args.config)
+    raw["startup_offsets"] = tuple(tuple(x) for x in raw.get("startup_offsets", ()))
+    cfg = JobConfig(**raw)
+    job_id = build_and_submit(cfg, args.rest, args.restore, args.checkpoint_dir)
+    print(json.dumps({"job_id": job_id}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

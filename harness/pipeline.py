@@ -1,0 +1,220 @@
+"""The pipeline's Flink job on a stack: submit, status, cancel, stop with savepoint, resume.
+
+Submission runs ``python -m flink_job.job`` (PyFlink) against the stack's JobManager; everything else is
+Flink's REST API.  Checkpoints go to the S3 store under ``checkpoints/<job name>/`` and are retained on
+cancel, so the job can be resumed from the latest one even after the JobManager itself was lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from flink_job.sql import JobConfig
+from harness import kafka_client
+from harness.config import REPO_ROOT
+from harness.process import ComponentError, wait_until
+
+if TYPE_CHECKING:
+    from harness.stack import Stack
+
+
+class JobError(ComponentError):
+    """The job could not be submitted, did not start, or cannot be resumed."""
+
+
+class Pipeline:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.current_job_id: str | None = None
+        self.current_config: JobConfig | None = None
+        self.submissions: list[dict[str, Any]] = []
+
+    @property
+    def rest(self) -> str:
+        return self.stack.flink.rest_url
+
+    def _get(self, path: str, timeout: float = 5) -> Any:
+        r = requests.get(f"{self.rest}{path}", timeout=timeout)
+        r.raise_for_status()
+        return r.json()
+
+    def checkpoint_dir(self, cfg: JobConfig) -> str:
+        return f"s3://{self.stack.config.s3.bucket}/checkpoints/{cfg.group_id}"
+
+    @staticmethod
+    def consumer_group(cfg: JobConfig) -> str:
+        """The group the job's main reader commits its offsets under (on each completed checkpoint)."""
+        return f"{cfg.group_id}-typed"
+
+    # --- submit / resume --------------------------------------------------------------------------
+    def submit(self, cfg: JobConfig, restore: str | None = None, timeout: float = 180) -> str:
+        from harness.install.flink import ensure_flink
+
+        flink_home = ensure_flink(self.stack.config)
+        argv = [sys.executable, "-m", "flink_job.job", json.dumps(dataclasses.asdict(cfg)),
+                "--rest", self.rest.removeprefix("http://"), "--checkpoint-dir", self.checkpoint_dir(cfg)]
+        if restore:
+            argv += ["--restore", restore]
+        env = {**os.environ, "FLINK_HOME": str(flink_home), "PYTHONPATH": str(REPO_ROOT),
+               "FLINK_CONF_DIR": str(self.stack.flink.conf_dir)}
+        t0 = time.monotonic()
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT,
+                                 stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise JobError(f"submitting the job took longer than {timeout:.0f}s") from exc
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+        if res.returncode != 0 or not lines:
+            raise JobError(f"job submission failed (exit {res.returncode}):\n{(res.stdout + res.stderr)[-4000:]}")
+        job_id = json.loads(lines[-1])["job_id"]
+        self.current_job_id, self.current_config = job_id, cfg
+        self.submissions.append({"job_id": job_id, "restore": restore, "seconds": round(time.monotonic() - t0, 1)})
+        return job_id
+
+    def wait_running(self, job_id: str, timeout: float = 120) -> None:
+        """Until the job and every one of its tasks is RUNNING (so the workload is not racing deployment)."""
+        def running() -> bool:
+            job = self._get(f"/jobs/{job_id}")
+            if job["state"] in ("FAILED", "CANCELED", "FINISHED"):
+                raise JobError(f"job {job_id} is {job['state']}: {self.exceptions(job_id)[:2000]}")
+            return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
+
+        wait_until(running, timeout, f"job {job_id} and all its tasks to be RUNNING")
+
+    def latest_retained_checkpoint(self, cfg: JobConfig | None = None) -> str | None:
+        """The newest complete checkpoint (has ``_metadata``) in the job's checkpoint dir, from S3 itself."""
+        cfg = cfg or self.current_config
+        if cfg is None:
+            return None
+        bucket = self.stack.config.s3.bucket
+        prefix = self.checkpoint_dir(cfg).removeprefix(f"s3://{bucket}/") + "/"
+        client = self.stack.s3.client()
+        best: tuple[int, str] | None = None
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                parts = key.split("/")
+                if parts[-1] == "_metadata" and parts[-2].startswith("chk-"):
+                    n = int(parts[-2][4:])
+                    if best is None or n > best[0]:
+                        best = (n, f"s3://{bucket}/{'/'.join(parts[:-1])}")
+        return best[1] if best else None
+
+    def resume_latest(self, timeout: float = 180) -> str:
+        """Resume the current job from its latest retained checkpoint (e.g. after the JobManager was lost)."""
+        if self.current_config is None:
+            raise JobError("no job was submitted through this pipeline, nothing to resume")
+        path = self.latest_retained_checkpoint()
+        if path is None:
+            raise JobError(f"no retained checkpoint under {self.checkpoint_dir(self.current_config)}; "
+                           "the job cannot be resumed without losing or duplicating data")
+        job_id = self.submit(self.current_config, restore=path, timeout=timeout)
+        self.wait_running(job_id)
+        return job_id
+
+    def after_jobmanager_restart(self) -> None:
+        """Recovery after a JobManager loss (no HA): the new JobManager has no jobs, so resubmit from the
+        latest retained checkpoint."""
+        self.stack.flink.wait_healthy()
+        jobs = self._get("/jobs/overview")["jobs"]
+        if not any(j["state"] in ("RUNNING", "CREATED", "RESTARTING", "INITIALIZING") for j in jobs):
+            self.resume_latest()
+
+    # --- status / control ------------------------------------------------------------------------
+    def exceptions(self, job_id: str) -> str:
+        try:
+            data = self._get(f"/jobs/{job_id}/exceptions")
+        except requests.RequestException as exc:
+            return str(exc)
+        root = (data.get("rootException") or "") if isinstance(data, dict) else ""
+        return root or json.dumps(data.get("exceptionHistory", {}).get("entries", [])[:1])[:2000]
+
+    def latest_checkpoint_id(self, job_id: str) -> int | None:
+        try:
+            data = self._get(f"/jobs/{job_id}/checkpoints")
+        except requests.RequestException:
+            return None
+        latest = (data.get("latest") or {}).get("completed")
+        return int(latest["id"]) if latest else None
+
+    def status(self, job_id: str | None = None) -> dict[str, Any]:
+        job_id = job_id or self.current_job_id
+        if job_id is None:
+            raise JobError("no job")
+        job = self._get(f"/jobs/{job_id}")
+        cps = self._get(f"/jobs/{job_id}/checkpoints")
+        latest = (cps.get("latest") or {}).get("completed") or {}
+        restarts = None
+        try:
+            metrics = self._get(f"/jobs/{job_id}/metrics?get=numRestarts")
+            restarts = int(float(metrics[0]["value"])) if metrics else None
+        except (requests.RequestException, ValueError, KeyError, IndexError):
+            pass
+        watermarks = {}
+        for v in job.get("vertices", []):
+            try:
+                wms = self._get(f"/jobs/{job_id}/vertices/{v['id']}/watermarks")
+                vals = [int(w["value"]) for w in wms if int(w["value"]) > -(2**62)]
+                watermarks[v["name"][:60]] = min(vals) if vals else None
+            except (requests.RequestException, ValueError, KeyError):
+                continue
+        out: dict[str, Any] = {
+            "job_id": job_id, "state": job["state"], "restarts": restarts,
+            "checkpoints": {"completed": cps.get("counts", {}).get("completed"),
+                            "failed": cps.get("counts", {}).get("failed"),
+                            "latest_id": latest.get("id"), "latest_path": latest.get("external_path")},
+            "watermarks": watermarks,
+        }
+        if self.current_config is not None:
+            try:
+                out["consumer_lag"] = kafka_client.lag(self.stack.kafka.bootstrap,
+                                                       self.consumer_group(self.current_config),
+                                                       self.current_config.topic)
+            except Exception as exc:  # noqa: BLE001 - lag is informative; the broker may be down
+                out["consumer_lag"] = f"unavailable: {exc}"
+        return out
+
+    def cancel(self, job_id: str | None = None) -> None:
+        job_id = job_id or self.current_job_id
+        if job_id is None:
+            return
+        requests.patch(f"{self.rest}/jobs/{job_id}?mode=cancel", timeout=10)
+        wait_until(lambda: self._get(f"/jobs/{job_id}")["state"] in ("CANCELED", "FAILED", "FINISHED"), 60,
+                   f"job {job_id} to cancel")
+
+    def cancel_all(self) -> None:
+        try:
+            jobs = self._get("/jobs/overview")["jobs"]
+        except requests.RequestException:
+            return
+        for j in jobs:
+            if j["state"] not in ("CANCELED", "FAILED", "FINISHED"):
+                self.cancel(j["jid"])
+
+    def stop_with_savepoint(self, job_id: str | None = None, timeout: float = 120) -> str:
+        job_id = job_id or self.current_job_id
+        if job_id is None or self.current_config is None:
+            raise JobError("no job to stop")
+        target = self.checkpoint_dir(self.current_config) + "/savepoints"
+        r = requests.post(f"{self.rest}/jobs/{job_id}/stop", json={"targetDirectory": target, "drain": False},
+                          timeout=10)
+        r.raise_for_status()
+        trigger = r.json()["request-id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self._get(f"/jobs/{job_id}/savepoints/{trigger}")
+            if st["status"]["id"] == "COMPLETED":
+                op = st.get("operation", {})
+                if "location" in op:
+                    return str(op["location"])
+                raise JobError(f"stop-with-savepoint failed: {op.get('failure-cause', op)}")
+            time.sleep(0.5)
+        raise JobError(f"stop-with-savepoint did not complete in {timeout:.0f}s")
