@@ -78,8 +78,10 @@ def table_config(cfg: JobConfig) -> dict[str, str]:
 _IMAGE = ("ROW<order_id BIGINT, customer_id INT, product STRING, quantity INT, unit_price STRING, "
           "status STRING, event_time BIGINT, version INT, created_at BIGINT, updated_at BIGINT>")
 
-# TIMESTAMP_LTZ(3) -> epoch milliseconds, exactly (no floating point)
-_LTZ_MS = "CAST(CAST({x} AS DECIMAL(20, 3)) * 1000 AS BIGINT)"
+# TIMESTAMP_LTZ(3) -> epoch milliseconds, exactly: Flink allows no cast from TIMESTAMP_LTZ to a number, so
+# whole seconds since the epoch (the session zone is UTC) plus the millisecond of the second.
+_LTZ_MS = ("(CAST(TIMESTAMPDIFF(SECOND, TIMESTAMP '1970-01-01 00:00:00', CAST({x} AS TIMESTAMP(3))) AS BIGINT) * 1000"
+           " + MOD(EXTRACT(MILLISECOND FROM CAST({x} AS TIMESTAMP(3))), 1000))")
 
 
 def ltz_to_ms(expr: str) -> str:
@@ -142,7 +144,7 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
             event_time_ms AS {event_ms},
             -- a malformed envelope has no event time: epoch 0 never advances the watermark
             event_time AS TO_TIMESTAMP_LTZ(COALESCE({event_ms}, 0), 3),
-            WATERMARK FOR event_time AS event_time - INTERVAL '{cfg.out_of_orderness_ms}' MILLISECOND
+            WATERMARK FOR event_time AS event_time - INTERVAL '{cfg.out_of_orderness_ms / 1000:.3f}' SECOND
         ) WITH ({_kafka(cfg, 'typed')}, 'format' = 'json', 'json.ignore-parse-errors' = 'true',
                 'json.fail-on-missing-field' = 'false')""",
         f"""CREATE TABLE cdc_raw (
@@ -154,7 +156,7 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
         _sink(cfg, "lake_orders", "orders", partitioned=True),
         _sink(cfg, "lake_orders_late", "orders_late", partitioned=True),
         f"""CREATE TABLE lake_dlq (
-            kafka_partition INT, kafka_offset BIGINT, kafka_timestamp_ms BIGINT, raw STRING, reason STRING,
+            kafka_partition INT, kafka_offset BIGINT, kafka_timestamp_ms BIGINT, `raw` STRING, reason STRING,
             processed_ms BIGINT
         ) WITH ('connector' = 'filesystem', 'path' = '{cfg.lake_root}/orders_dlq', 'format' = 'parquet')""",
         # one row per change of the orders table; the watermark is captured here, where routing is decided

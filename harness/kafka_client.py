@@ -6,6 +6,7 @@ inject records straight into the topic (duplicates, malformed messages).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-_QUIET = {"log_level": 3, "socket.timeout.ms": 5000}
+# librdkafka logs every refused connection to stderr; while a broker starts or is killed that is noise
+_SILENT = logging.getLogger("cdc_chaos.rdkafka")
+_SILENT.addHandler(logging.NullHandler())
+_SILENT.propagate = False
+_QUIET: dict[str, Any] = {"logger": _SILENT, "socket.timeout.ms": 5000}
 
 
 @dataclass(frozen=True)

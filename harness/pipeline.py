@@ -73,7 +73,10 @@ class Pipeline:
             raise JobError(f"submitting the job took longer than {timeout:.0f}s") from exc
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode != 0 or not lines:
-            raise JobError(f"job submission failed (exit {res.returncode}):\n{(res.stdout + res.stderr)[-4000:]}")
+            # keep the exception messages, drop the Java stack frames
+            text = "\n".join(ln for ln in (res.stdout + res.stderr).splitlines()
+                             if not ln.lstrip().startswith(("at ", "... ")))
+            raise JobError(f"job submission failed (exit {res.returncode}):\n{text[-6000:]}")
         job_id = json.loads(lines[-1])["job_id"]
         self.current_job_id, self.current_config = job_id, cfg
         self.submissions.append({"job_id": job_id, "restore": restore, "seconds": round(time.monotonic() - t0, 1)})

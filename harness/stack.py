@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from harness.components.base import Component
@@ -40,12 +41,13 @@ class StackError(ComponentError):
 
 class Stack:
     def __init__(self, config: StackConfig | None = None, run: RunDir | None = None,
-                 label: str = "stack", components: list[str] | None = None) -> None:
+                 label: str = "stack", components: list[str] | None = None,
+                 ports: dict[str, int] | None = None) -> None:
         self.config = config or load_config()
         self.run = run or RunDir.create(label)
         names = components or list(COMPONENT_CLASSES)
         port_names = [p for n in names for p in COMPONENT_CLASSES[n].port_names(self.config)]
-        self.ports = self.run.allocate_ports(port_names)
+        self.ports = ports if ports is not None else self.run.allocate_ports(port_names)
         self.components: dict[str, Component] = {}
         for name in names:
             self.components[name] = self._make(name)
@@ -56,6 +58,12 @@ class Stack:
         if cls is KafkaConnect:
             return KafkaConnect(self.config, self.run, self.ports, kafka=self.kafka, database=self.database)
         return cls(self.config, self.run, self.ports)
+
+    @classmethod
+    def attach(cls, run_dir: Path, config: StackConfig | None = None) -> Stack:
+        """A handle on a stack another process started (`cdc-chaos up`): endpoints and clients, no processes."""
+        ports = json.loads((run_dir / "ports.json").read_text())
+        return cls(config, run=RunDir(run_dir), ports=ports)
 
     # --- typed accessors -------------------------------------------------------------------------
     @property

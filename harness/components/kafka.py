@@ -1,0 +1,139 @@
+"""Kafka in KRaft mode: one combined broker+controller (default) or three (RF=3, min ISR 2)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+from typing import Any
+
+from harness import kafka_client
+from harness.components.base import Component
+from harness.config import StackConfig
+from harness.install import run_step
+from harness.install.kafka import ensure_kafka
+from harness.process import ManagedProcess
+
+LOG4J2 = """status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c{1})%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = warn
+logger.raft.name = org.apache.kafka.raft
+logger.raft.level = warn
+logger.server.name = kafka.server
+logger.server.level = info
+"""
+
+# Serial GC and a small heap: these JVMs share two cores with a whole stack.
+JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
+
+
+def java_argv(classpath_dir: Path, heap: str, log4j: Path, main: str, *args: str) -> list[str]:
+    return ["java", f"-Xmx{heap}", "-Xms64m", *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", f"{classpath_dir}/*", main, *args]
+
+
+class KafkaBroker(Component):
+    name = "kafka"
+    health_description = "every broker to be in the cluster metadata"
+
+    @classmethod
+    def port_names(cls, config: StackConfig) -> list[str]:
+        names = []
+        for n in range(1, config.kafka.brokers + 1):
+            suffix = "" if n == 1 else f"_{n}"
+            names += [f"kafka{suffix}", f"kafka_internal{suffix}", f"kafka_controller{suffix}"]
+        return names
+
+    def _port(self, kind: str, node: int) -> int:
+        return self.ports[f"{kind}{'' if node == 1 else f'_{node}'}"]
+
+    @property
+    def nodes(self) -> list[int]:
+        return list(range(1, self.config.kafka.brokers + 1))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self._port('kafka', n)}" for n in self.nodes)
+
+    def member(self, node: int) -> str:
+        return "broker" if self.config.kafka.brokers == 1 else f"broker-{node}"
+
+    def node_of(self, member: str) -> int:
+        return 1 if member == "broker" else int(member.rsplit("-", 1)[1])
+
+    def prepare(self) -> None:
+        self._home = ensure_kafka(self.config)
+        self._log4j = self.dir / "log4j2.properties"
+        self._log4j.write_text(LOG4J2)
+        cluster_file = self.dir / "cluster.id"
+        if not cluster_file.exists():   # Kafka's cluster ids are base64url UUIDs without padding
+            cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        cluster_id = cluster_file.read_text()
+        k = self.config.kafka
+        voters = ",".join(f"{n}@127.0.0.1:{self._port('kafka_controller', n)}" for n in self.nodes)
+        for n in self.nodes:
+            ndir = self.dir / f"node-{n}"
+            ndir.mkdir(exist_ok=True)
+            props = {
+                "process.roles": "broker,controller", "node.id": n, "controller.quorum.voters": voters,
+                "listeners": f"PLAINTEXT://127.0.0.1:{self._port('kafka', n)},"
+                             f"PLAINTEXT_INTERNAL://127.0.0.1:{self._port('kafka_internal', n)},"
+                             f"CONTROLLER://127.0.0.1:{self._port('kafka_controller', n)}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port('kafka', n)},"
+                                        f"PLAINTEXT_INTERNAL://127.0.0.1:{self._port('kafka_internal', n)}",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,PLAINTEXT_INTERNAL:PLAINTEXT,"
+                                                  "CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name": "PLAINTEXT_INTERNAL", "controller.listener.names": "CONTROLLER",
+                "log.dirs": str(ndir / "data"), "num.partitions": k.partitions,
+                "default.replication.factor": k.replication_factor, "min.insync.replicas": k.min_insync_replicas,
+                "offsets.topic.replication.factor": k.replication_factor,
+                "transaction.state.log.replication.factor": k.replication_factor,
+                "transaction.state.log.min.isr": k.min_insync_replicas,
+                "group.initial.rebalance.delay.ms": 0, "auto.create.topics.enable": "true",
+                "unclean.leader.election.enable": "false",
+                # notice a dead peer quickly in 3-broker mode
+                "broker.session.timeout.ms": 6000, "broker.heartbeat.interval.ms": 1000,
+                "log.flush.interval.messages": 9223372036854775807,
+            }
+            (ndir / "server.properties").write_text("".join(f"{a}={b}\n" for a, b in props.items()))
+            if not (ndir / "data" / "meta.properties").exists():
+                run_step(java_argv(self._home / "libs", "256m", self._log4j, "kafka.tools.StorageTool", "format",
+                                   "-t", cluster_id, "-c", str(ndir / "server.properties"), "--ignore-formatted"),
+                         f"formatting Kafka storage for node {n}", "See the output above.")
+
+    def build_processes(self) -> dict[str, ManagedProcess]:
+        return {
+            self.member(n): self.new_process(self.member(n), java_argv(
+                self._home / "libs", self.config.kafka.heap, self._log4j, "kafka.Kafka",
+                str(self.dir / f"node-{n}" / "server.properties")))
+            for n in self.nodes
+        }
+
+    def healthy(self) -> bool:
+        meta = kafka_client.admin(self.bootstrap).list_topics(timeout=2)
+        return len(meta.brokers) == len(self.nodes)
+
+    def after_healthy(self) -> None:
+        k = self.config.kafka
+        kafka_client.create_topic(self.bootstrap, k.topic, k.partitions, k.replication_factor,
+                                  config={"min.insync.replicas": str(k.min_insync_replicas)})
+
+    def partition_leaders(self) -> dict[int, str]:
+        """Partition of the CDC topic -> the member leading it (for leader-kill faults)."""
+        leaders = kafka_client.partition_leaders(self.bootstrap, self.config.kafka.topic)
+        return {p: self.member(n) for p, n in leaders.items() if n >= 0}
+
+    def endpoints(self) -> dict[str, Any]:
+        return {"bootstrap": self.bootstrap, "topic": self.config.kafka.topic,
+                "partitions": self.config.kafka.partitions, "brokers": self.config.kafka.brokers,
+                "internal": ",".join(f"127.0.0.1:{self._port('kafka_internal', n)}" for n in self.nodes)}
