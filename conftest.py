@@ -10,11 +10,17 @@ import pytest
 
 from harness.config import StackConfig, load_config
 from harness.rundir import RunDir
+from harness.stack import Stack
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--seed", type=int, default=None,
                      help="seed for every random choice (default: random, printed in the header)")
+    parser.addoption("--scenario-seconds", type=float,
+                     default=float(os.environ.get("CDC_CHAOS_SCENARIO_SECONDS", "20")),
+                     help="workload duration of each chaos scenario (short in CI, long for nightly runs)")
+    parser.addoption("--scenario-rate", type=float, default=float(os.environ.get("CDC_CHAOS_SCENARIO_RATE", "100")),
+                     help="changes per second the workload applies in each scenario")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +44,14 @@ def seed(pytestconfig: pytest.Config) -> int:
 @pytest.fixture(scope="session")
 def stack_config() -> StackConfig:
     return load_config()
+
+
+@pytest.fixture(scope="session")
+def stack(stack_config: StackConfig) -> Iterator[Stack]:
+    """One real stack per xdist worker (database, S3, Kafka, Connect, Flink), torn down at the end."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with Stack.up(stack_config, label=f"pytest-{worker}") as s:
+        yield s
 
 
 @pytest.fixture

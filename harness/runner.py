@@ -183,8 +183,11 @@ def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None =
     job_id = pipeline.submit(job)
     pipeline.wait_running(job_id)
 
+    overrides = dict(spec.workload)
+    if overrides.pop("anchor_at_midnight", False):     # event time starts 10 s before a midnight UTC
+        overrides["anchor_ms"] = int(time.time() // 86400 * 86400 * 1000) - 10_000
     wl_cfg = WorkloadConfig(seed=spec.seed, duration_s=spec.duration_s, rate=spec.rate,
-                            first_order_id=(index + 1) * 10_000_000 + 1, **spec.workload)
+                            first_order_id=(index + 1) * 10_000_000 + 1, **overrides)
     workload = generate(wl_cfg)
     client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
     client.seed_customers()

@@ -142,6 +142,22 @@ class Stack:
         finally:
             stack.down()
 
+    def heal(self) -> list[str]:
+        """Continue paused members and restart dead ones, then wait until every component is healthy
+        (between scenarios, so one scenario's faults cannot leak into the next)."""
+        restarted = []
+        for name, comp in self.components.items():
+            for member, proc in comp.processes.items():
+                proc.resume()
+                if not proc.running():
+                    proc.start()
+                    restarted.append(f"{name}/{member}")
+        for comp in self.components.values():
+            comp.wait_healthy()
+        if "connect" in self.components:
+            self.connect.wait_connector_running()
+        return restarted
+
     # --- introspection ---------------------------------------------------------------------------
     def endpoints(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import StackConfig
-from harness.process import ComponentError, ManagedProcess, tail, wait_until
+from harness.process import ComponentError, ManagedProcess, port_free, tail, wait_until
 from harness.rundir import RunDir
 
 
@@ -68,8 +68,18 @@ class Component(abc.ABC):
             on_spawn=self.run.record_pgid,
         )
 
+    def check_ports_free(self) -> None:
+        """Fail before spawning anything if one of this component's ports is taken."""
+        for name in self.port_names(self.config):
+            port = self.ports.get(name)
+            if port is not None and not port_free(port):
+                raise ComponentError(
+                    f"{self.name}: port {port} ({name}) is already in use by another process. Stop that process, "
+                    f"or start a new stack (it picks free ports); `cdc-chaos down` stops a stack left running.")
+
     def start(self, members: Sequence[str] | None = None) -> None:
         if not self.processes:
+            self.check_ports_free()
             self.prepare()
             self.processes = self.build_processes()
         for member, proc in self.processes.items():
@@ -89,10 +99,10 @@ class Component(abc.ABC):
 
         def probe() -> bool:
             for member, proc in self.processes.items():
-                if not proc.running():
+                if proc.proc is not None and not proc.running():
                     raise ComponentError(
                         f"{self.name}: process {member} exited with code {proc.exit_code()} while starting.\n"
-                        f"--- tail of {proc.log_file} ---\n{tail(proc.log_file)}"
+                        f"{self.log_tails()}"
                     )
             return self.healthy()
 

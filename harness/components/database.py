@@ -84,6 +84,13 @@ class Database(Component):
     def prepare(self) -> None:
         binary = _BINARIES[self.kind][0]
         self._binary = find_binary(binary)
+        if self.kind == "mysql":
+            # Debian's MariaDB installs a `mysqld` symlink; the MySQL connector needs the real MySQL 8
+            version = subprocess.run([self._binary, "--version"], capture_output=True, text=True).stdout
+            if "mariadb" in version.lower():
+                raise ComponentError(
+                    f"[database] kind = \"mysql\" needs a real MySQL 8 mysqld, but {self._binary} is MariaDB "
+                    f"({version.strip()}); install MySQL 8 or set [database] kind = \"mariadb\"")
         if not self.datadir.exists():
             shutil.copytree(template_datadir(self.kind), self.datadir, symlinks=True)
         self._initialised = (self.dir / ".schema-applied").exists()

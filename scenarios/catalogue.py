@@ -1,0 +1,91 @@
+"""The scenario catalogue: each entry is a workload profile, a fault schedule and what the verdict must be.
+
+Like ducktape's ``@matrix``, the catalogue is data: add a row to add a scenario.  Times are fractions of
+the run's duration, so the same catalogue serves short CI runs and long nightly runs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.nemesis import (
+    BrokerKill,
+    ConnectKill,
+    DatabaseRestart,
+    JobManagerKill,
+    Nemesis,
+    Pause,
+    Schedule,
+    StorageOutage,
+    TaskManagerKill,
+)
+
+ScheduleFn = Callable[[random.Random, float], Schedule]
+
+
+def at(factory: Callable[[], Nemesis], start: float, length_s: float) -> ScheduleFn:
+    """One fault at ``start`` x duration, lasting ``length_s`` seconds."""
+    return lambda rng, d: Schedule.fixed(factory(), round(start * d, 2), length_s)
+
+
+def storm(factories: list[Callable[[], Nemesis]], count: int) -> ScheduleFn:
+    return lambda rng, d: Schedule.random(rng, factories, count, (0.2 * d, 0.8 * d), (2.0, 5.0))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    what: str                                    # the fault, in a sentence
+    proves: str                                  # what a clean verdict proves
+    schedule: ScheduleFn = lambda rng, d: Schedule.none()
+    workload: dict[str, Any] = field(default_factory=dict)
+    job_variant: str = "correct"
+    expect: frozenset[str] = frozenset()         # empty: must be CLEAN; else: must convict with one of these
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("baseline", "no fault", "the pipeline is exactly-once and partitions correctly when nothing fails"),
+    Scenario("taskmanager_kill", "SIGKILL one TaskManager mid-stream, restart it 4 s later",
+             "Flink restores from the last checkpoint without loss or duplicates",
+             at(lambda: TaskManagerKill(), 0.3, 4)),
+    Scenario("taskmanager_kill_all", "SIGKILL both TaskManagers at once, restart them",
+             "a full restart from the checkpoint is exactly-once", at(lambda: TaskManagerKill(all_members=True), 0.3, 4)),
+    Scenario("jobmanager_kill", "SIGKILL the JobManager; restart it and resume the job from the latest retained "
+             "checkpoint", "the recovery path without HA loses and duplicates nothing",
+             at(lambda: JobManagerKill(), 0.35, 3)),
+    Scenario("broker_kill", "SIGKILL the Kafka broker, restart it 5 s later",
+             "producers (Connect) and the job's source recover without loss", at(lambda: BrokerKill(), 0.3, 5)),
+    Scenario("connect_kill", "SIGKILL the Kafka Connect worker; Debezium re-sends changes after restart",
+             "the job's deduplication keeps re-sent changes out of the lake", at(lambda: ConnectKill(), 0.4, 3)),
+    Scenario("database_restart", "SIGKILL the database server while the workload writes, restart it",
+             "indeterminate commits are resolved from the binlog; Debezium resumes from its offset",
+             at(lambda: DatabaseRestart(), 0.4, 3)),
+    Scenario("storage_outage", "stop the S3 store for 6 s (checkpoints and uploads fail), then bring it back",
+             "failed checkpoints and uploads neither lose nor duplicate", at(lambda: StorageOutage(), 0.3, 6)),
+    Scenario("pause_taskmanager", "SIGSTOP a TaskManager for 8 s (longer than the 5 s heartbeat timeout)",
+             "a zombie TaskManager cannot commit twice", at(lambda: Pause("flink", "taskmanager-1"), 0.3, 8)),
+    Scenario("pause_broker", "SIGSTOP the broker for 8 s", "a hung broker delays but does not corrupt",
+             at(lambda: Pause("kafka"), 0.3, 8)),
+    Scenario("mixed_storm", "three seeded random faults among TaskManager, Connect and broker kills",
+             "combined faults still give an exact lake",
+             storm([lambda: TaskManagerKill(), lambda: ConnectKill(), lambda: BrokerKill()], 3)),
+    Scenario("out_of_order_heavy", "60 % of changes out of order within the watermark bound",
+             "out-of-order changes stay on time and land in the right partitions",
+             workload={"out_of_order_fraction": 0.6}),
+    Scenario("late_heavy", "20 % of changes hours to days late", "late changes go to orders_late, row by row",
+             workload={"late_fraction": 0.2}),
+    Scenario("update_delete_heavy", "mostly updates and deletes", "the fold of the lake equals the final table",
+             workload={"mix": (0.3, 0.45, 0.25)}),
+    Scenario("day_boundary", "event time starts 10 s before midnight UTC",
+             "partitions split exactly at hour and day boundaries",
+             workload={"anchor_at_midnight": True}),
+    # --- teeth: a known-bad job must be convicted -----------------------------------------------------
+    Scenario("teeth_no_dedup_connect_kill", "job without deduplication, Connect killed mid-stream",
+             "the suite convicts a job that lets Debezium's re-sends through (DUPLICATE)",
+             at(lambda: ConnectKill(), 0.4, 3), job_variant="no_dedup", expect=frozenset({"DUPLICATE"})),
+]
+
+BY_NAME = {s.name: s for s in SCENARIOS}
