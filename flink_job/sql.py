@@ -3,7 +3,7 @@ partitioned Parquet in the lake.  Every operator runs in the JVM (no Python UDF 
 
 Data flow::
 
-    orders_cdc --json--> cdc_typed --(valid, orders table)--> changes (+ watermark captured per row)
+    orders_cdc --json--> cdc_typed --(valid, orders table)--> changes (+ routing watermark per row)
                    |                                             |
                    |                                 dedup on source coordinates (keep first, TTL)
                    |                                             |
@@ -16,9 +16,12 @@ Why two readers of the topic: the JSON format cannot hand us the raw text of a r
 the dead-letter table; a record is checked by exactly one of the two readers' dead-letter rules.
 
 Why deduplicate in the job rather than Kafka Connect's exactly-once source support: Debezium re-sends
-changes after a Connect crash even with EOS (its offsets lag the binlog), and the lake must hold each
-source change once; the binlog coordinates (file, pos, row, server id) identify a change uniquely, so
-first-wins deduplication with bounded state (TTL longer than any re-send window) removes re-sends.
+changes after a Connect crash (its offsets lag the binlog), and the lake must hold each source change once.
+First-wins deduplication with bounded state (TTL longer than any re-send window) removes re-sends.  The key
+is the change's logical identity (primary key, row version, delete flag) plus nothing else: a re-send of a
+binlog event carries the same coordinates, but a Connect crash before its first offset commit makes
+Debezium re-*snapshot* (op ``r``), and a snapshot row carries no binlog coordinates of the change it
+repeats; the row version (bumped by every write, as an optimistic-lock column) identifies it in both cases.
 """
 
 from __future__ import annotations
@@ -129,6 +132,13 @@ def _sink(cfg: JobConfig, name: str, path: str, partitioned: bool) -> str:
 def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
     """(DDL and views, INSERT statements run together as one statement set)."""
     event_ms = "CASE WHEN op = 'd' THEN source.ts_ms ELSE `after`.event_time END"
+    # The watermark a change is routed by: Flink's, but never below the change's own commit time minus the
+    # bound.  Flink does not checkpoint watermarks, so right after a (re)start CURRENT_WATERMARK is NULL and
+    # a change hours late would pass as on time; the commit-time floor keeps routing deterministic across
+    # failover.  The value used is recorded in every row, so routing can be verified row by row.
+    floor = f"(source.ts_ms - {cfg.out_of_orderness_ms})"
+    wm = ltz_to_ms("CURRENT_WATERMARK(event_time)")
+    effective = f"(CASE WHEN CURRENT_WATERMARK(event_time) IS NULL THEN {floor} ELSE GREATEST({wm}, {floor}) END)"
     ddl = [
         f"""CREATE TABLE cdc_typed (
             `before` {_IMAGE},
@@ -164,12 +174,14 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
         SELECT
             COALESCE(`after`.order_id, `before`.order_id) AS order_id,
             CASE WHEN op = 'd' THEN `before` ELSE `after` END AS img,
+            CASE WHEN op = 'd' THEN `before`.version ELSE `after`.version END AS row_version,
+            op = 'd' AS is_delete,
             op, event_time_ms, proc_time,
             source.file AS src_file, source.pos AS src_pos, source.`row` AS src_row,
             source.server_id AS src_server_id, source.gtid AS src_gtid, source.ts_ms AS src_ts_ms,
             source.snapshot AS src_snapshot, kafka_partition, kafka_offset,
-            {ltz_to_ms('CURRENT_WATERMARK(event_time)')} AS watermark_ms,
-            (CURRENT_WATERMARK(event_time) IS NOT NULL AND event_time <= CURRENT_WATERMARK(event_time)) AS is_late
+            {effective} AS watermark_ms,
+            event_time_ms <= {effective} AS is_late
         FROM cdc_typed
         WHERE op IN ('c', 'r', 'u', 'd') AND source.`table` = '{cfg.table}'
           AND COALESCE(`after`.order_id, `before`.order_id) IS NOT NULL AND event_time_ms IS NOT NULL
@@ -223,7 +235,7 @@ def _dedup_view(cfg: JobConfig) -> str:
     # first row wins per source change; insert-only output, so the file sink accepts it
     return """CREATE TEMPORARY VIEW deduped AS
         SELECT * FROM (
-            SELECT *, ROW_NUMBER() OVER (PARTITION BY src_server_id, src_file, src_pos, src_row, op, order_id
+            SELECT *, ROW_NUMBER() OVER (PARTITION BY order_id, row_version, is_delete
                                          ORDER BY proc_time ASC) AS rn
             FROM changes)
         WHERE rn = 1"""

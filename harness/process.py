@@ -16,9 +16,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a component
+# restarted from a short-lived thread (a nemesis) would be killed when that thread ends.  Every spawn
+# therefore goes through this one thread, which lives as long as the harness process.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-chaos-spawner")
 
 
 class ComponentError(RuntimeError):
@@ -108,7 +114,8 @@ class ManagedProcess:
         try:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,
                 self.argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -117,7 +124,7 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
-            )
+            ).result()
         finally:
             log.close()
         if self._on_spawn:

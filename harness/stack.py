@@ -134,8 +134,9 @@ class Stack:
 
     @classmethod
     @contextmanager
-    def up(cls, config: StackConfig | None = None, label: str = "stack", **kw: Any) -> Iterator[Stack]:
-        stack = cls(config, label=label)
+    def up(cls, config: StackConfig | None = None, label: str = "stack", components: list[str] | None = None,
+           **kw: Any) -> Iterator[Stack]:
+        stack = cls(config, label=label, components=components)
         try:
             stack.start(**kw)
             yield stack

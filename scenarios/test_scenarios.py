@@ -34,6 +34,7 @@ def test_scenario(scenario: Scenario, stack: Stack, seed: int, request: pytest.F
     found = {k for k, v in verdict["anomalies"].items() if v["count"]}
     ok = verdict["clean"] if not scenario.expect else bool(found & scenario.expect)
     if not ok:
+        (paths["html"].parent / "component-logs.txt").write_text(stack.log_tails(300))
         request.node.add_report_section("call", "component logs", stack.log_tails(25))
     message = (f"\n{result['summary']}\nexpected: {'CLEAN' if not scenario.expect else sorted(scenario.expect)}"
                f"\nfault timeline: {json.dumps(result['timeline'], default=str)[:3000]}"

@@ -87,8 +87,8 @@ class FlinkCluster(Component):
         procs = {"jobmanager": self.new_process("jobmanager", [str(bin_dir / "jobmanager.sh"), "start-foreground"],
                                                 self._env("jobmanager"))}
         for tm in self.taskmanagers():
-            procs[tm] = self.new_process(tm, [str(bin_dir / "taskmanager.sh"), "start-foreground",
-                                              f"-Dtaskmanager.resource-id={tm}"], self._env(tm))
+            # no fixed resource id: a restarted TaskManager must register as a new instance
+            procs[tm] = self.new_process(tm, [str(bin_dir / "taskmanager.sh"), "start-foreground"], self._env(tm))
         return procs
 
     def overview(self) -> dict[str, Any]:
