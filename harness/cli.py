@@ -147,6 +147,32 @@ def cmd_demo(config: StackConfig, args: argparse.Namespace) -> int:
     return run_demo(config, args)
 
 
+def cmd_run(config: StackConfig, args: argparse.Namespace) -> int:
+    """One catalogue scenario outside pytest (nightly runs): its own stack, a report under reports/."""
+    import random
+
+    from harness.report import report_dir, write_report
+    from harness.runner import RunSpec, run
+    from harness.stack import Stack
+    from scenarios.catalogue import BY_NAME
+
+    if args.scenario not in BY_NAME:
+        raise SystemExit(f"unknown scenario {args.scenario!r}; known: {sorted(BY_NAME)}")
+    sc = BY_NAME[args.scenario]
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    replay = f"cdc-chaos run {sc.name} --seed {seed} --duration {args.duration} --rate {args.rate}"
+    print(f"scenario {sc.name}, seed {seed} (replay: {replay})", file=sys.stderr)
+    with Stack.up(config, label=f"run-{sc.name}") as stack:
+        result = run(stack, RunSpec(name=sc.name, seed=seed, duration_s=args.duration, rate=args.rate,
+                                    workload=sc.workload, schedule=sc.schedule, job_variant=sc.job_variant,
+                                    replay=replay))
+    paths = write_report(report_dir(sc.name, seed), result)
+    print(result["summary"])
+    print(f"verdict: {paths['verdict']}\nreport: {paths['html']}")
+    found = {k for k, v in result["verdict"]["anomalies"].items() if v["count"]}
+    return 0 if (result["verdict"]["clean"] if not sc.expect else bool(found & sc.expect)) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc-chaos", description=__doc__)
     p.add_argument("--config", help="stack definition (default stack/stack.toml or $CDC_CHAOS_CONFIG)")
@@ -169,12 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--duration", type=float, default=30.0, help="workload seconds")
     demo.add_argument("--rate", type=float, default=50.0, help="operations per second")
+    runp = sub.add_parser("run", help="run one chaos scenario from the catalogue and write its verdict JSON")
+    runp.add_argument("scenario")
+    runp.add_argument("--seed", type=int, default=None)
+    runp.add_argument("--duration", type=float, default=60.0, help="workload seconds")
+    runp.add_argument("--rate", type=float, default=100.0, help="operations per second")
     return p
 
 
 COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status,
-    "logs": cmd_logs, "demo": cmd_demo,
+    "logs": cmd_logs, "demo": cmd_demo, "run": cmd_run,
 }
 
 

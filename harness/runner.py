@@ -235,7 +235,7 @@ def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None =
 
 def _throughput(history: Any, t0_wall_ms: int) -> list[tuple[float, int]]:
     buckets: dict[int, int] = {}
-    for op, entry, rows in history.operations():
+    for _op, entry, rows in history.operations():
         if entry.outcome == "ok" and rows > 0 and entry.complete_ms:
             b = max(0, (entry.complete_ms - t0_wall_ms) // 1000)
             buckets[b] = buckets.get(b, 0) + 1

@@ -52,7 +52,8 @@ SCENARIOS: list[Scenario] = [
              "Flink restores from the last checkpoint without loss or duplicates",
              at(lambda: TaskManagerKill(), 0.3, 4)),
     Scenario("taskmanager_kill_all", "SIGKILL both TaskManagers at once, restart them",
-             "a full restart from the checkpoint is exactly-once", at(lambda: TaskManagerKill(all_members=True), 0.3, 4)),
+             "a full restart from the checkpoint is exactly-once",
+             at(lambda: TaskManagerKill(all_members=True), 0.3, 4)),
     Scenario("jobmanager_kill", "SIGKILL the JobManager; restart it and resume the job from the latest retained "
              "checkpoint", "the recovery path without HA loses and duplicates nothing",
              at(lambda: JobManagerKill(), 0.35, 3)),

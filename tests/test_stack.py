@@ -127,7 +127,7 @@ def test_missing_binary_fails_with_a_clear_message(stack_config: StackConfig, ru
 
 def test_component_that_never_gets_healthy_names_what_was_awaited(stack_config: StackConfig,
                                                                     run_dir: RunDir) -> None:
-    ports = run_dir.allocate_ports(FlinkCluster.port_names(stack_config) + ["s3"])
+    ports = run_dir.allocate_ports([*FlinkCluster.port_names(stack_config), "s3"])
     flink = FlinkCluster(stack_config, run_dir, ports)
     flink.start(members=["jobmanager"])       # no TaskManager will ever register
     try:

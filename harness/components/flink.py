@@ -27,7 +27,8 @@ class FlinkCluster(Component):
     @property
     def health_description(self) -> str:  # type: ignore[override]
         f = self.config.flink
-        return f"REST /overview to show {f.taskmanagers} TaskManagers with {f.taskmanagers * f.slots_per_taskmanager} slots"
+        slots = f.taskmanagers * f.slots_per_taskmanager
+        return f"REST /overview to show {f.taskmanagers} TaskManagers with {slots} slots"
 
     @property
     def rest_url(self) -> str:

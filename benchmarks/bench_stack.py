@@ -1,0 +1,63 @@
+"""Stack figures: set-up time (first install, if the cache is empty), warm stack-up time, resident memory.
+
+    python -m benchmarks.bench_stack [--cold]      (--cold: install into a fresh cache dir first)
+
+Prints one JSON line: seconds per install step, seconds to healthy per component, total stack-up time,
+RSS per process and in total (idle, then after a 20 s baseline chaos run under load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import psutil
+
+from harness.config import load_config
+
+
+def rss_mib(stack: object) -> dict[str, int]:
+    out = {}
+    for name, comp in stack.components.items():  # type: ignore[attr-defined]
+        for member, proc in comp.processes.items():
+            if proc.pid and psutil.pid_exists(proc.pid):
+                p = psutil.Process(proc.pid)
+                out[f"{name}/{member}"] = (p.memory_info().rss + sum(
+                    c.memory_info().rss for c in p.children(recursive=True))) >> 20
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cold", action="store_true", help="measure a first install in an empty cache dir")
+    args = ap.parse_args()
+    result: dict[str, object] = {}
+    if args.cold:
+        os.environ["CDC_CHAOS_CACHE"] = tempfile.mkdtemp(prefix="cdc-chaos-cold-")
+    from harness.install.all import install_everything
+    from harness.runner import RunSpec, run
+    from harness.stack import Stack
+
+    config = load_config()
+    t0 = time.monotonic()
+    result["install_seconds"] = install_everything(config)
+    result["install_total_seconds"] = round(time.monotonic() - t0, 1)
+    with Stack.up(config, label="bench") as stack:
+        result["stack_up_seconds"] = round(stack.timings["total"], 1)
+        result["health_wait_seconds"] = {k: round(v, 1) for k, v in stack.timings.items()}
+        idle = rss_mib(stack)
+        result["rss_idle_mib"] = idle
+        result["rss_idle_total_mib"] = sum(idle.values())
+        res = run(stack, RunSpec(name="bench", seed=1, duration_s=20, rate=200))
+        loaded = rss_mib(stack)
+        result["rss_after_load_mib"] = loaded
+        result["rss_after_load_total_mib"] = sum(loaded.values())
+        result["bench_run_verdict"] = res["verdict"]["verdict"]
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

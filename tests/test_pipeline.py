@@ -1,0 +1,103 @@
+"""The Flink job on the real stack: dead letters, duplicate messages, cancel + resume from the latest
+retained checkpoint, and the lake's documented schema.  Each test is a full run judged by the checker."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from harness import kafka_client
+from harness.lake import LakeReader
+from harness.lake_schema import CHANGE_SCHEMA
+from harness.nemesis import Nemesis, Recovery, Schedule
+from harness.pipeline import Pipeline
+from harness.runner import RunSpec, run
+from harness.stack import Stack
+
+_INDEX = itertools.count(100)
+MALFORMED = [b"{not json", b'{"unrelated": true}', b"\xff\xfe garbage"]
+
+
+class InjectRecords(Nemesis):
+    """Write malformed records, and a second copy of recent Debezium messages, straight into the topic."""
+
+    name = "inject-records"
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        topic, bootstrap = stack.config.kafka.topic, stack.kafka.bootstrap
+        ends = kafka_client.end_offsets(bootstrap, topic)
+        start = {p: max(0, e - 5) for p, e in ends.items()}
+        recent = [r for r in kafka_client.read_range(bootstrap, topic, start, ends) if r.value]
+        kafka_client.produce(bootstrap, topic, [(r.key, r.value) for r in recent])
+        kafka_client.produce(bootstrap, topic, [(b'{"order_id": 1}', m) for m in MALFORMED])
+        self.duplicated = len(recent)
+        return {"duplicated": self.duplicated, "malformed": len(MALFORMED)}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        return {}
+
+
+class CancelAndResume(Nemesis):
+    """Cancel the job mid-stream, then resume it from the latest retained checkpoint."""
+
+    name = "cancel-resume"
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        job = self.pipeline.current_job_id
+        self.pipeline.cancel(job)
+        return {"cancelled": job}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        path = self.pipeline.latest_retained_checkpoint()
+        job = self.pipeline.resume_latest()
+        return {"resumed": job, "from": path}
+
+
+def test_dead_letters_and_duplicate_messages(stack: Stack, seed: int) -> None:
+    stack.heal()
+    injector = InjectRecords()
+    spec = RunSpec(name="pipeline-dlq-dup", seed=seed, duration_s=12, rate=80,
+                   schedule=lambda rng, d: Schedule.fixed(injector, 6, 1))
+    result = run(stack, spec, index=next(_INDEX))
+    verdict = result["verdict"]
+    assert verdict["clean"], result["summary"]          # duplicates removed, nothing lost
+    assert injector.duplicated > 0
+    assert verdict["counts"]["lake_rows_dlq"] == len(MALFORMED), result["summary"]
+    assert result["stats"]["job"]["state"] == "RUNNING" and result["stats"]["job"]["restarts"] in (0, None)
+    dlq = LakeReader.for_s3(stack.s3.endpoints(), verdict["context"]["lake_prefix"]).snapshot().dlq.to_pylist()
+    reasons = sorted(r["reason"] for r in dlq)
+    assert reasons == ["not a Debezium change event", "not valid JSON", "not valid JSON"], reasons
+    assert any(r["raw"] == "{not json" for r in dlq)
+
+
+def test_cancel_and_resume_from_latest_checkpoint(stack: Stack, seed: int) -> None:
+    stack.heal()
+    pipeline = Pipeline(stack)
+    spec = RunSpec(name="pipeline-cancel-resume", seed=seed, duration_s=16, rate=80,
+                   schedule=lambda rng, d: Schedule.fixed(CancelAndResume(pipeline), 6, 2))
+    result = run(stack, spec, index=next(_INDEX), pipeline=pipeline)
+    assert result["verdict"]["clean"], result["summary"] + json.dumps(result["timeline"], default=str)
+    resumed = [e for e in result["timeline"] if e["phase"] == "heal"]
+    assert resumed and resumed[0]["from"] and "chk-" in resumed[0]["from"], result["timeline"]
+    assert len(pipeline.submissions) == 2 and pipeline.submissions[1]["restore"]
+
+
+def test_lake_files_have_the_documented_schema(stack: Stack, seed: int) -> None:
+    stack.heal()
+    result = run(stack, RunSpec(name="pipeline-schema", seed=seed, duration_s=8, rate=60), index=next(_INDEX))
+    assert result["verdict"]["clean"], result["summary"]
+    reader = LakeReader.for_s3(stack.s3.endpoints(), result["verdict"]["context"]["lake_prefix"])
+    files = [f for f in reader.list_files() if f.kind == "data" and f.table == "orders"]
+    assert files
+    with reader.fs.open_input_file(files[0].path) as fh:
+        schema = pq.read_schema(fh)
+    assert schema.names == CHANGE_SCHEMA.names   # dt/hr live in the path only
+    for f in files:
+        assert f.dt and f.hr and len(f.dt) == 10 and len(f.hr) == 2
