@@ -158,7 +158,7 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
         ) WITH ({_kafka(cfg, 'typed')}, 'format' = 'json', 'json.ignore-parse-errors' = 'true',
                 'json.fail-on-missing-field' = 'false')""",
         f"""CREATE TABLE cdc_raw (
-            `value` STRING,
+            `value` BYTES,   -- bytes, not STRING: a dead letter need not be valid UTF-8
             kafka_partition INT METADATA FROM 'partition' VIRTUAL,
             kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
             kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
@@ -166,7 +166,7 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
         _sink(cfg, "lake_orders", "orders", partitioned=True),
         _sink(cfg, "lake_orders_late", "orders_late", partitioned=True),
         f"""CREATE TABLE lake_dlq (
-            kafka_partition INT, kafka_offset BIGINT, kafka_timestamp_ms BIGINT, `raw` STRING, reason STRING,
+            kafka_partition INT, kafka_offset BIGINT, kafka_timestamp_ms BIGINT, `raw` BYTES, reason STRING,
             processed_ms BIGINT
         ) WITH ('connector' = 'filesystem', 'path' = '{cfg.lake_root}/orders_dlq', 'format' = 'parquet')""",
         # one row per change of the orders table; the watermark is captured here, where routing is decided
@@ -214,9 +214,9 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
         f"""INSERT INTO lake_dlq
         SELECT kafka_partition, kafka_offset, {ltz_to_ms('kafka_ts')}, `value`, 'not valid JSON',
                {ltz_to_ms('PROCTIME()')}
-        FROM cdc_raw WHERE `value` IS NOT NULL AND NOT (`value` IS JSON)
+        FROM cdc_raw WHERE `value` IS NOT NULL AND NOT (CAST(`value` AS STRING) IS JSON)
         UNION ALL
-        SELECT kafka_partition, kafka_offset, {ltz_to_ms('kafka_ts')}, CAST(NULL AS STRING),
+        SELECT kafka_partition, kafka_offset, {ltz_to_ms('kafka_ts')}, CAST(NULL AS BYTES),
                CASE WHEN op IS NULL THEN 'not a Debezium change event' ELSE 'incomplete Debezium envelope' END,
                {ltz_to_ms('PROCTIME()')}
         FROM cdc_typed

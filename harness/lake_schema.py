@@ -58,7 +58,7 @@ DLQ_SCHEMA = pa.schema([
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
     ("kafka_timestamp_ms", pa.int64()),
-    ("raw", pa.string()),
+    ("raw", pa.binary()),                # the record's bytes (may be any encoding)
     ("reason", pa.string()),
     ("processed_ms", pa.int64()),
 ])
