@@ -163,3 +163,20 @@ def test_crashed_harness_leaves_nothing_behind(stack_config: StackConfig) -> Non
         time.sleep(0.1)
     reaped = reap_stale()
     assert any(str(r) == run_path for r in reaped) or not __import__("pathlib").Path(run_path).exists()
+
+
+def test_three_broker_mode_survives_a_partition_leader_kill(stack_config: StackConfig) -> None:
+    config = stack_config.with_overrides(kafka={"brokers": 3})
+    with Stack.up(config, label="kafka3", components=["kafka"], register_connector=False) as s:
+        kafka = s.kafka
+        topic = config.kafka.topic
+        meta = kafka_client.admin(kafka.bootstrap).list_topics(topic, timeout=10).topics[topic]
+        assert len(meta.partitions) == 3
+        assert all(len(p.replicas) == 3 for p in meta.partitions.values())
+        leaders = kafka.partition_leaders()
+        victim = leaders[0]
+        kafka.kill(victim)
+        # acks=all with min.insync.replicas=2 still succeeds with one broker down
+        kafka_client.produce(kafka.bootstrap, topic, [(b"k", b"v")] * 10)
+        kafka.restart(victim)
+        assert kafka.healthy()
