@@ -7,6 +7,7 @@ final heal) so the pipeline can be judged after it has had every chance to recov
 
 from __future__ import annotations
 
+import abc
 import random
 import threading
 import time
@@ -32,16 +33,16 @@ class FaultEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class Nemesis:
+class Nemesis(abc.ABC):
     """One kind of fault. ``inject`` breaks something; ``heal`` restores it (idempotent)."""
 
     name = "nemesis"
 
-    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]: ...
 
-    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]: ...
 
     def __repr__(self) -> str:
         return self.name

@@ -79,3 +79,23 @@ def test_history_and_binlog_agree_on_real_database(database: Database, seed: int
     assert gt.final_state.sort_by("order_id").to_pylist() == model.final_state.sort_by("order_id").to_pylist()
     rolled_back = {(o.order_id, o.version) for o in workload.operations if o.rollback and o.kind == "insert"}
     assert rolled_back and not rolled_back & {(r[0], r[1]) for r in real}
+
+
+def test_history_cross_check_convicts_a_lying_history(database: Database, seed: int) -> None:
+    """Break the history on purpose: an 'ok' that never committed and a 'fail' that did are both named."""
+    workload = generate(WorkloadConfig(seed=seed, duration_s=2, rate=100, rollback_fraction=0.2, warmup_s=1,
+                                       first_order_id=50_000_001))
+    client = WorkloadClient(workload, database.connect, "inventory")
+    history = client.run()
+    start = None  # whole binlog: earlier tests' changes are committed too, which is harmless here
+    gt = truth.collect(database.endpoints(), history, start=start)
+    changes = gt.changes.to_pylist()
+    assert not truth.cross_check_history(changes, history)["HISTORY_OK_NOT_COMMITTED"]
+    rolled = next(e for e in history.entries if e.outcome == "rolled_back" and any(r > 0 for r in e.rowcounts)
+                  and all(workload.operations[i].kind != "delete" for i in e.op_indexes))
+    committed = next(e for e in history.entries if e.outcome == "ok" and all(r > 0 for r in e.rowcounts)
+                     and all(workload.operations[i].kind != "delete" for i in e.op_indexes))
+    rolled.outcome, committed.outcome = "ok", "fail"
+    found = truth.cross_check_history(changes, history)
+    assert {x["txn"] for x in found["HISTORY_OK_NOT_COMMITTED"]} == {rolled.txn}
+    assert {x["txn"] for x in found["HISTORY_FAILED_BUT_COMMITTED"]} == {committed.txn}
