@@ -10,7 +10,7 @@ import pytest
 
 from harness.config import StackConfig, load_config
 from harness.rundir import RunDir
-from harness.stack import Stack
+from harness.stack import Stack, StackPool
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,11 +47,19 @@ def stack_config() -> StackConfig:
 
 
 @pytest.fixture(scope="session")
-def stack(stack_config: StackConfig) -> Iterator[Stack]:
-    """One real stack per xdist worker (database, S3, Kafka, Connect, Flink), torn down at the end."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    with Stack.up(stack_config, label=f"pytest-{worker}") as s:
-        yield s
+def stacks(stack_config: StackConfig) -> Iterator[StackPool]:
+    """The real stacks of this xdist worker, one per configuration asked for, all torn down at the end."""
+    pool = StackPool(stack_config, label=f"pytest-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="session")
+def stack(stacks: StackPool) -> Stack:
+    """The default stack of this worker (database, S3, Kafka, Connect, Flink)."""
+    return stacks.get()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from flink_job.sql import JobConfig, statements, table_config
 
@@ -59,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restore", help="checkpoint or savepoint path to resume from")
     p.add_argument("--checkpoint-dir", help="where this job's checkpoints go (retained on cancel)")
     args = p.parse_args(argv)
-    raw: dict[str, Any] = json.loads(args.config)
-    raw["startup_offsets"] = tuple(tuple(x) for x in raw.get("startup_offsets", ()))
-    cfg = JobConfig(**raw)
+    cfg = JobConfig.from_dict(json.loads(args.config))
     job_id = build_and_submit(cfg, args.rest, args.restore, args.checkpoint_dir)
     print(json.dumps({"job_id": job_id}), flush=True)
     return 0

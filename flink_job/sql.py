@@ -27,10 +27,14 @@ repeats; the row version (bumped by every write, as an optimistic-lock column) i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.enrichment import sql_region, sql_segment, sql_status_category
 
-VARIANTS = ("correct", "no_dedup")
+#: the correct job, and known-bad variants that exist to prove the suite convicts them:
+#: ``no_dedup`` lets Debezium's re-sends through (DUPLICATE under a Connect kill); ``no_checkpointing`` runs
+#: without checkpoints, so the file sink never commits a file while the source auto-commits its offsets (LOST).
+VARIANTS = ("correct", "no_dedup", "no_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,24 @@ class JobConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown job variant {self.variant!r}; known: {VARIANTS}")
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JobConfig:
+        """The inverse of ``dataclasses.asdict`` (JSON turns the offset pairs into lists)."""
+        return cls(**{**raw, "startup_offsets": tuple(tuple(x) for x in raw.get("startup_offsets", ()))})
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.variant != "no_checkpointing"
+
 
 def table_config(cfg: JobConfig) -> dict[str, str]:
     """Flink configuration the job sets (checkpointing, restart, state TTL, idleness)."""
+    checkpointing = {"execution.checkpointing.interval": f"{cfg.checkpoint_interval_ms} ms"} \
+        if cfg.checkpointing else {}
     return {
         "pipeline.name": f"{cfg.job_name}" + ("" if cfg.variant == "correct" else f" [{cfg.variant}]"),
         "parallelism.default": str(cfg.parallelism),
-        "execution.checkpointing.interval": f"{cfg.checkpoint_interval_ms} ms",
+        **checkpointing,
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.min-pause": "500 ms",
@@ -96,7 +111,14 @@ def _kafka(cfg: JobConfig, group_suffix: str) -> str:
             f"'properties.bootstrap.servers' = '{cfg.bootstrap}', "
             f"'properties.group.id' = '{cfg.group_id}-{group_suffix}', "
             f"'properties.isolation.level' = 'read_committed', "
-            f"'scan.startup.mode' = '{cfg.startup_mode}'" + _specific_offsets(cfg))
+            f"'scan.startup.mode' = '{cfg.startup_mode}'" + _specific_offsets(cfg) + _auto_commit(cfg))
+
+
+def _auto_commit(cfg: JobConfig) -> str:
+    # Without checkpoints the source commits no offsets; the known-bad variant lets the consumer auto-commit
+    # them, as a job run that way in production would, so its consumer lag says "caught up".
+    return "" if cfg.checkpointing else (", 'properties.enable.auto.commit' = 'true', "
+                                         "'properties.auto.commit.interval.ms' = '500'")
 
 
 def _specific_offsets(cfg: JobConfig) -> str:

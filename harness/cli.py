@@ -18,21 +18,7 @@ from typing import Any
 
 from harness.config import ConfigError, StackConfig, load_config
 from harness.process import pid_alive, port_open, tail
-from harness.rundir import runs_root
-
-CURRENT = "current"  # file under runs/ naming the run dir of the stack `up` started last
-
-
-def _current_run_dir(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    pointer = runs_root() / CURRENT
-    if not pointer.exists():
-        raise SystemExit("no stack is up (start one with `cdc-chaos up`)")
-    path = Path(pointer.read_text().strip())
-    if not path.is_dir():
-        raise SystemExit(f"the last stack ({path}) is gone; start one with `cdc-chaos up`")
-    return path
+from harness.rundir import CURRENT, current_run_dir, runs_root
 
 
 def cmd_setup(config: StackConfig, args: argparse.Namespace) -> int:
@@ -98,7 +84,7 @@ def cmd_up(config: StackConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_down(config: StackConfig, args: argparse.Namespace) -> int:
-    run_dir = _current_run_dir(args.run_dir)
+    run_dir = current_run_dir(args.run_dir)
     owner = int((run_dir / "owner.pid").read_text())
     if pid_alive(owner):
         os.kill(owner, signal.SIGTERM)
@@ -114,7 +100,7 @@ def cmd_down(config: StackConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: StackConfig, args: argparse.Namespace) -> int:
-    run_dir = _current_run_dir(args.run_dir)
+    run_dir = current_run_dir(args.run_dir)
     stack_json = run_dir / "stack.json"
     if not stack_json.exists():
         raise SystemExit(f"stack {run_dir.name} is still starting; try again shortly")
@@ -131,7 +117,7 @@ def cmd_status(config: StackConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(config: StackConfig, args: argparse.Namespace) -> int:
-    run_dir = _current_run_dir(args.run_dir)
+    run_dir = current_run_dir(args.run_dir)
     comp_dir = run_dir / args.component
     if not comp_dir.is_dir():
         names = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
@@ -173,6 +159,131 @@ def cmd_run(config: StackConfig, args: argparse.Namespace) -> int:
     return 0 if (result["verdict"]["clean"] if not sc.expect else bool(found & sc.expect)) else 1
 
 
+def _attached(config: StackConfig, args: argparse.Namespace) -> Any:
+    from harness.stack import Stack
+
+    return Stack.attach(current_run_dir(args.run_dir), config)
+
+
+def cmd_job(config: StackConfig, args: argparse.Namespace) -> int:
+    """Operate the pipeline's job on the stack `up` started: submit, status, cancel, savepoint, resume."""
+    from harness.pipeline import JobError, JobRecord, Pipeline
+    from harness.runner import new_job_config, source_position
+
+    stack = _attached(config, args)
+    run_dir = stack.run.path
+    try:
+        if args.action == "submit":
+            if JobRecord.path(run_dir, args.name).exists() and not args.replace:
+                raise JobError(f"a job named {args.name!r} was already submitted on this stack; cancel it and "
+                               "pass --replace, or choose another --name")
+            if args.start == "now":
+                binlog_start, offsets = source_position(stack)
+                job = new_job_config(stack, args.prefix, args.name, offsets, variant=args.variant,
+                                     checkpoint_interval_ms=args.checkpoint_interval_ms, parallelism=args.parallelism)
+            else:
+                from harness import kafka_client
+
+                binlog_start = None
+                offsets = {p: 0 for p in kafka_client.end_offsets(stack.kafka.bootstrap, config.kafka.topic)}
+                job = new_job_config(stack, args.prefix, args.name, None, variant=args.variant,
+                                     checkpoint_interval_ms=args.checkpoint_interval_ms, parallelism=args.parallelism)
+            pipeline = Pipeline(stack)
+            job_id = pipeline.submit(job)
+            pipeline.wait_running(job_id)
+            record = JobRecord(args.name, job, job_id, args.prefix, binlog_start, offsets, int(time.time() * 1000))
+            record.save(run_dir)
+            print(json.dumps({"name": args.name, "job_id": job_id, "lake": job.lake_root,
+                              "checkpoints": pipeline.checkpoint_dir(job)}, indent=2))
+            return 0
+        record = JobRecord.load(run_dir, args.name)
+        pipeline = Pipeline.for_record(stack, record)
+        if args.action == "status":
+            status = pipeline.status(record.job_id)
+            if args.json:
+                print(json.dumps(status, indent=2, default=str))
+            else:
+                cps = status["checkpoints"]
+                print(f"job {args.name} ({record.job_id}): {status['state']}, restarts {status['restarts']}, "
+                      f"checkpoints completed {cps['completed']} (latest {cps['latest_id']}), "
+                      f"consumer lag {status.get('consumer_lag')}, watermarks {status['watermarks']}")
+            return 0 if status["state"] == "RUNNING" else 1
+        if args.action == "cancel":
+            pipeline.cancel(record.job_id)
+            print(f"job {args.name} ({record.job_id}) cancelled; its checkpoints are retained for `job resume`")
+            return 0
+        if args.action == "savepoint":
+            print(pipeline.stop_with_savepoint(record.job_id))
+            return 0
+        # resume: from a given checkpoint/savepoint, else the latest retained checkpoint found in S3
+        path = args.path or pipeline.latest_retained_checkpoint()
+        if path is None:
+            raise JobError(f"no retained checkpoint under {pipeline.checkpoint_dir(record.config)}; nothing to "
+                           "resume from")
+        job_id = pipeline.submit(record.config, restore=path)
+        pipeline.wait_running(job_id)
+        record.job_id = job_id
+        record.save(run_dir)
+        print(json.dumps({"name": args.name, "job_id": job_id, "restored_from": path}, indent=2))
+        return 0
+    except JobError as exc:
+        print(f"job {args.action} failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_load(config: StackConfig, args: argparse.Namespace) -> int:
+    """Apply a seeded workload to the running stack's database (order ids never reused on that stack)."""
+    import random
+
+    from harness.rundir import file_lock
+    from harness.workload import WorkloadClient, WorkloadConfig, generate, summarize
+
+    stack = _attached(config, args)
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    counter = stack.run.path / "jobs" / "next_order_id"
+    counter.parent.mkdir(exist_ok=True)
+    with file_lock(counter.with_suffix(".lock")):
+        first = int(counter.read_text()) if counter.exists() else 9_000_000_000_000
+        total = int(args.duration * args.rate) + 1
+        counter.write_text(str(first + total))
+    print(f"load: seed {seed} (replay: cdc-chaos load --seed {seed} --duration {args.duration} --rate {args.rate})",
+          file=sys.stderr)
+    workload = generate(WorkloadConfig(seed=seed, duration_s=args.duration, rate=args.rate, first_order_id=first,
+                                       late_fraction=args.late_fraction))
+    client = WorkloadClient(workload, stack.database.connect, config.database.database)
+    client.seed_customers()
+    history = client.run()
+    history.dump(stack.run.path / "jobs" / f"history-seed{seed}-{first}.jsonl")
+    print(json.dumps(summarize(history), indent=2))
+    return 0
+
+
+def cmd_check(config: StackConfig, args: argparse.Namespace) -> int:
+    """Judge a submitted job's lake against the database: quiesce, check, verdict JSON; exit 0 only if CLEAN."""
+    from harness.pipeline import JobError, JobRecord, Pipeline
+    from harness.report import report_dir
+    from harness.runner import judge
+
+    stack = _attached(config, args)
+    try:
+        record = JobRecord.load(stack.run.path, args.name)
+    except JobError as exc:
+        print(f"check: {exc}", file=sys.stderr)
+        return 2
+    pipeline = Pipeline.for_record(stack, record)
+    verdict, qstats, _lake = judge(stack, pipeline, record.config, record.prefix, record.binlog_start,
+                                   record.start_offsets, None, args.timeout,
+                                   context={"job": record.name, "job_id": record.job_id,
+                                            "lake": record.config.lake_root})
+    verdict.context["quiescence"] = qstats
+    out = report_dir(f"check-{record.name}", None, Path(args.out) if args.out else None)
+    (out / "verdict.json").write_text(verdict.to_json())
+    (out / "summary.txt").write_text(verdict.summary())
+    print(verdict.to_json() if args.json else verdict.summary())
+    print(f"verdict: {out / 'verdict.json'}", file=sys.stderr)
+    return 0 if verdict.clean else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc-chaos", description=__doc__)
     p.add_argument("--config", help="stack definition (default stack/stack.toml or $CDC_CHAOS_CONFIG)")
@@ -200,12 +311,37 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--seed", type=int, default=None)
     runp.add_argument("--duration", type=float, default=60.0, help="workload seconds")
     runp.add_argument("--rate", type=float, default=100.0, help="operations per second")
+    job = sub.add_parser("job", help="operate the pipeline's Flink job on the running stack")
+    job.add_argument("action", choices=["submit", "status", "cancel", "savepoint", "resume"])
+    job.add_argument("--name", default="orders", help="the job's name on this stack (default: orders)")
+    job.add_argument("--prefix", default="", help="lake prefix in the bucket (default: the bucket's root)")
+    job.add_argument("--from", dest="start", choices=["earliest", "now"], default="earliest",
+                     help="submit: read the topic from its start (default) or from now on")
+    job.add_argument("--variant", default="correct", help="submit: job variant (known-bad ones prove the checker)")
+    job.add_argument("--checkpoint-interval-ms", type=int, default=3000)
+    job.add_argument("--parallelism", type=int, default=1)
+    job.add_argument("--replace", action="store_true", help="submit: replace a job record of the same name")
+    job.add_argument("--path", help="resume: checkpoint or savepoint (default: the latest retained checkpoint)")
+    job.add_argument("--json", action="store_true", help="status: print JSON")
+    job.add_argument("--run-dir")
+    load = sub.add_parser("load", help="apply a seeded workload to the running stack's database")
+    load.add_argument("--seed", type=int, default=None)
+    load.add_argument("--duration", type=float, default=20.0, help="workload seconds")
+    load.add_argument("--rate", type=float, default=100.0, help="operations per second")
+    load.add_argument("--late-fraction", type=float, default=0.02, help="share of far-late event times")
+    load.add_argument("--run-dir")
+    check = sub.add_parser("check", help="judge a job's lake against the database (exit 0 only when CLEAN)")
+    check.add_argument("--name", default="orders")
+    check.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the pipeline to catch up")
+    check.add_argument("--json", action="store_true", help="print the verdict JSON instead of the summary")
+    check.add_argument("--out", help="directory for the verdict (default: reports/)")
+    check.add_argument("--run-dir")
     return p
 
 
 COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status,
-    "logs": cmd_logs, "demo": cmd_demo, "run": cmd_run,
+    "logs": cmd_logs, "demo": cmd_demo, "run": cmd_run, "job": cmd_job, "load": cmd_load, "check": cmd_check,
 }
 
 

@@ -40,6 +40,7 @@ class Versions:
     flink_kafka_connector: str
     hadoop: str
     minio: str
+    toxiproxy: str
 
 
 @dataclass(frozen=True)

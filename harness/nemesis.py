@@ -81,12 +81,50 @@ class ProcessKill(Nemesis):
 
 
 class TaskManagerKill(ProcessKill):
+    """SIGKILL one TaskManager (a seeded choice) or all; with ``during_checkpoint`` the kill waits until a
+    checkpoint of the running job is in flight, so it lands between the barrier and the commit (the window
+    in which a sink's pending files exist but are not yet committed)."""
+
     name = "taskmanager-kill"
     component = "flink"
+
+    def __init__(self, all_members: bool = False, during_checkpoint: bool = False, wait_s: float = 20.0) -> None:
+        super().__init__(all_members=all_members)
+        self.during_checkpoint = during_checkpoint
+        self.wait_s = wait_s
+        if during_checkpoint:
+            self.name = "taskmanager-kill-in-checkpoint"
 
     def _targets(self, stack: Stack, rng: random.Random) -> list[str]:
         tms = [m for m in stack["flink"].members() if m.startswith("taskmanager")]
         return tms if self.all_members else [rng.choice(tms)]
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        hit = wait_for_checkpoint_in_flight(stack.flink.rest_url, self.wait_s) if self.during_checkpoint else {}
+        return {**super().inject(stack, rng), **hit}
+
+
+def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float) -> dict[str, Any]:
+    """Poll the running job's checkpoint statistics until one is IN_PROGRESS; raise if none is seen in time
+    (then the fault would not test what it claims, and the scenario must not pass as if it had)."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    polls = 0
+    while time.monotonic() < deadline:
+        polls += 1
+        try:
+            jobs = requests.get(f"{rest_url}/jobs/overview", timeout=2).json()["jobs"]
+            running = [j["jid"] for j in jobs if j["state"] == "RUNNING"]
+            for jid in running:
+                stats = requests.get(f"{rest_url}/jobs/{jid}/checkpoints", timeout=2).json()
+                pending = [c for c in stats.get("history", []) if c.get("status") == "IN_PROGRESS"]
+                if pending:
+                    return {"checkpoint_in_flight": pending[0]["id"], "job": jid, "polls": polls}
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"no checkpoint was in flight within {timeout_s:.0f}s ({polls} polls of {rest_url})")
 
 
 class JobManagerKill(ProcessKill):
@@ -105,8 +143,30 @@ class JobManagerKill(ProcessKill):
 
 
 class BrokerKill(ProcessKill):
+    """SIGKILL a broker; with ``partition_leader`` the one leading a (seeded) partition of the CDC topic
+    (3-broker mode: the hard bounce of a leader, as Kafka's own system tests do)."""
+
     name = "broker-kill"
     component = "kafka"
+
+    def __init__(self, partition_leader: bool = False) -> None:
+        super().__init__()
+        self.partition_leader = partition_leader
+        if partition_leader:
+            self.name = "broker-leader-kill"
+
+    def _targets(self, stack: Stack, rng: random.Random) -> list[str]:
+        if not self.partition_leader:
+            return super()._targets(stack, rng)
+        leaders = stack.kafka.partition_leaders()
+        if not leaders:
+            raise RuntimeError(f"the topic {stack.config.kafka.topic} has no partition leaders to kill")
+        self.partition = rng.choice(sorted(leaders))
+        return [leaders[self.partition]]
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        out = super().inject(stack, rng)
+        return {**out, "partition": self.partition} if self.partition_leader else out
 
 
 class ConnectKill(ProcessKill):
@@ -248,7 +308,7 @@ class NemesisRunner:
             self._record(nemesis, phase, detail)
         except Exception as exc:  # noqa: BLE001 - a failed fault is recorded; the final heal still runs
             self.errors.append(f"{nemesis.name} {phase}: {exc}")
-            self._record(nemesis, "error", {"phase": phase, "error": str(exc)[:2000]})
+            self._record(nemesis, "error", {"failed_phase": phase, "error": str(exc)[:2000]})
 
     def finish(self) -> None:
         """Stop scheduling and heal whatever is still broken (the final heal)."""
@@ -261,3 +321,102 @@ class NemesisRunner:
 
     def timeline_dicts(self) -> list[dict[str, Any]]:
         return [{"nemesis": e.nemesis, "phase": e.phase, "wall_ms": e.wall_ms, **e.detail} for e in self.timeline]
+
+
+# --- network faults between the Flink job and Kafka / the S3 store, through the stack's proxy ---------------
+# The harness's own clients are not behind the proxy, so these faults hit the pipeline, never its judge.
+
+NETWORK_ROUTES = ("kafka", "s3")
+
+
+class NetworkFault(Nemesis):
+    """A fault on one route of the job's network: ``kafka`` (Flink <-> every broker) or ``s3`` (Flink <-> S3)."""
+
+    kind = "network"
+
+    def __init__(self, route: str) -> None:
+        if route not in NETWORK_ROUTES:
+            raise ValueError(f"unknown network route {route!r}; use one of {NETWORK_ROUTES}")
+        self.route = route
+        self.name = f"{self.kind}-{route}"
+
+
+class NetworkPartition(NetworkFault):
+    """Cut the route: the proxy closes its listener and every open connection, and refuses new ones."""
+
+    kind = "network-partition"
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        routes = stack.proxy.route_names(self.route)
+        for r in routes:
+            stack.proxy.disable(r)
+        return {"route": self.route, "disabled": routes}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        routes = stack.proxy.route_names(self.route)
+        for r in routes:
+            stack.proxy.enable(r)
+        return {"route": self.route, "enabled": routes}
+
+
+class ToxicFault(NetworkFault):
+    """A fault made of one Toxiproxy toxic per stream on every proxy of the route; heal removes exactly those."""
+
+    toxic_type = ""
+    streams: tuple[str, ...] = ("upstream", "downstream")   # upstream: client -> server
+    toxicity = 1.0                                          # the share of connections the toxic applies to
+
+    def attributes(self) -> dict[str, Any]:
+        return {}
+
+    def _toxic_names(self, stack: Stack) -> list[tuple[str, str, str]]:
+        """(proxy route, stream, toxic name) for every toxic of this fault."""
+        return [(r, stream, f"{self.name}-{stream}") for r in stack.proxy.route_names(self.route)
+                for stream in self.streams]
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        for r, stream, toxic in self._toxic_names(stack):
+            stack.proxy.add_toxic(r, toxic, self.toxic_type, self.attributes(), stream=stream, toxicity=self.toxicity)
+        return {"route": self.route, "toxic": self.toxic_type, "streams": list(self.streams),
+                "toxicity": self.toxicity, **self.attributes()}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        removed = []
+        for r, _stream, toxic in self._toxic_names(stack):
+            stack.proxy.remove_toxic(r, toxic, missing_ok=True)
+            removed.append(f"{r}/{toxic}")
+        return {"route": self.route, "removed": removed}
+
+
+class NetworkLatency(ToxicFault):
+    """Delay every chunk in both directions by ``latency_ms`` ± ``jitter_ms`` (a round trip gains twice that)."""
+
+    kind = "network-latency"
+    toxic_type = "latency"
+
+    def __init__(self, route: str, latency_ms: int = 500, jitter_ms: int = 100) -> None:
+        super().__init__(route)
+        self.latency_ms, self.jitter_ms = latency_ms, jitter_ms
+
+    def attributes(self) -> dict[str, Any]:
+        return {"latency": self.latency_ms, "jitter": self.jitter_ms}
+
+
+class NetworkDrops(ToxicFault):
+    """Drop connections at random: a ``toxicity`` share of the route's connections (open ones and every new
+    one) is hit ``timeout_ms`` after its first request; ``reset_peer`` resets it (TCP RST), ``timeout``
+    blackholes it (data dropped) and then closes it."""
+
+    kind = "network-drops"
+    streams = ("upstream",)   # one stream, so ``toxicity`` is the share of connections hit
+
+    def __init__(self, route: str, toxicity: float = 0.5, mode: str = "reset_peer", timeout_ms: int = 1000) -> None:
+        if mode not in ("reset_peer", "timeout"):
+            raise ValueError(f"unknown drop mode {mode!r}; use 'reset_peer' or 'timeout'")
+        if not 0.0 < toxicity <= 1.0:
+            raise ValueError(f"toxicity {toxicity} must be in (0, 1]: the share of connections dropped")
+        super().__init__(route)
+        self.toxic_type, self.toxicity, self.timeout_ms = mode, toxicity, timeout_ms
+
+    def attributes(self) -> dict[str, Any]:
+        return {"timeout": self.timeout_ms}

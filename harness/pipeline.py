@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -30,12 +32,57 @@ class JobError(ComponentError):
     """The job could not be submitted, did not start, or cannot be resumed."""
 
 
+@dataclass
+class JobRecord:
+    """What ``cdc-chaos job submit`` started on a running stack: enough to resume, cancel or check it later
+    from another process.  Kept as ``<run dir>/jobs/<name>.json``."""
+
+    name: str
+    config: JobConfig
+    job_id: str
+    prefix: str                                # lake prefix in the bucket ("" = the bucket's root)
+    binlog_start: tuple[str, int] | None       # truth starts here (None: the whole binlog)
+    start_offsets: dict[int, int]              # the topic offsets the job started at
+    submitted_ms: int
+
+    @staticmethod
+    def path(run_dir: Path, name: str) -> Path:
+        return run_dir / "jobs" / f"{name}.json"
+
+    def save(self, run_dir: Path) -> Path:
+        path = self.path(run_dir, self.name)
+        path.parent.mkdir(exist_ok=True)
+        data = {**dataclasses.asdict(self), "start_offsets": {str(k): v for k, v in self.start_offsets.items()}}
+        path.write_text(json.dumps(data, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, run_dir: Path, name: str) -> JobRecord:
+        path = cls.path(run_dir, name)
+        if not path.exists():
+            known = sorted(p.stem for p in (run_dir / "jobs").glob("*.json")) if (run_dir / "jobs").is_dir() else []
+            raise JobError(f"no job named {name!r} on the stack in {run_dir} (jobs: {known or 'none'}); "
+                           "start one with `cdc-chaos job submit`")
+        raw = json.loads(path.read_text())
+        return cls(name=raw["name"], config=JobConfig.from_dict(raw["config"]), job_id=raw["job_id"],
+                   prefix=raw["prefix"], binlog_start=tuple(raw["binlog_start"]) if raw["binlog_start"] else None,
+                   start_offsets={int(k): v for k, v in raw["start_offsets"].items()},
+                   submitted_ms=raw["submitted_ms"])
+
+
 class Pipeline:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.current_job_id: str | None = None
         self.current_config: JobConfig | None = None
         self.submissions: list[dict[str, Any]] = []
+
+    @classmethod
+    def for_record(cls, stack: Stack, record: JobRecord) -> Pipeline:
+        """A handle on a job another process submitted."""
+        pipeline = cls(stack)
+        pipeline.current_job_id, pipeline.current_config = record.job_id, record.config
+        return pipeline
 
     @property
     def rest(self) -> str:

@@ -15,8 +15,8 @@ from harness.config import REPO_ROOT
 REPORTS_DIR = REPO_ROOT / "reports"
 
 
-def report_dir(name: str, seed: int, root: Path | None = None) -> Path:
-    d = (root or REPORTS_DIR) / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-seed{seed}"
+def report_dir(name: str, seed: int | None, root: Path | None = None) -> Path:
+    d = (root or REPORTS_DIR) / (f"{time.strftime('%Y%m%d-%H%M%S')}-{name}" + ("" if seed is None else f"-seed{seed}"))
     d.mkdir(parents=True, exist_ok=True)
     return d
 

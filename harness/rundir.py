@@ -42,6 +42,24 @@ def runs_root() -> Path:
     return root
 
 
+#: file under runs/ naming the run dir of the stack `cdc-chaos up` started last
+CURRENT = "current"
+
+
+def current_run_dir(explicit: str | None = None) -> Path:
+    """The run dir to attach to: ``explicit``, else ``$CDC_CHAOS_RUN_DIR``, else the stack `up` started last."""
+    explicit = explicit or os.environ.get("CDC_CHAOS_RUN_DIR")
+    if explicit:
+        return Path(explicit)
+    pointer = runs_root() / CURRENT
+    if not pointer.exists():
+        raise SystemExit("no stack is up (start one with `./run cdc-chaos up`, or set CDC_CHAOS_RUN_DIR)")
+    path = Path(pointer.read_text().strip())
+    if not path.is_dir():
+        raise SystemExit(f"the last stack ({path}) is gone; start one with `./run cdc-chaos up`")
+    return path
+
+
 class RunDir:
     """Owns one stack's directory, ports and process groups."""
 

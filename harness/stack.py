@@ -1,4 +1,4 @@
-"""The whole pipeline's infrastructure as one object: database, S3 store, Kafka, Connect, Flink.
+"""The whole pipeline's infrastructure as one object: network proxy, database, S3 store, Kafka, Connect, Flink.
 
 ``with Stack.up(config) as stack:`` starts every component (processes first, all at once, then the
 health waits in dependency order, so JVM start-ups overlap), and always tears everything down:
@@ -20,13 +20,16 @@ from harness.components.connect import KafkaConnect
 from harness.components.database import Database
 from harness.components.flink import FlinkCluster
 from harness.components.kafka import KafkaBroker
+from harness.components.proxy import NetworkProxy
 from harness.components.s3 import ObjectStore
 from harness.config import StackConfig, load_config
 from harness.process import ComponentError
 from harness.rundir import RunDir
 
-#: start order = health-wait order; Connect needs Kafka and the database, Flink's checkpoints need S3
+#: start order = health-wait order; Connect needs Kafka and the database, Flink's checkpoints need S3; the
+#: proxy (the job's network to Kafka and S3) needs nothing and is up before anyone connects through it
 COMPONENT_CLASSES: dict[str, type[Component]] = {
+    "proxy": NetworkProxy,
     "database": Database,
     "s3": ObjectStore,
     "kafka": KafkaBroker,
@@ -66,6 +69,11 @@ class Stack:
         return cls(config, run=RunDir(run_dir), ports=ports)
 
     # --- typed accessors -------------------------------------------------------------------------
+    @property
+    def proxy(self) -> NetworkProxy:
+        # through __getitem__: a stack built without the proxy gets an error that lists its components
+        return self["proxy"]  # type: ignore[return-value]
+
     @property
     def database(self) -> Database:
         return self.components["database"]  # type: ignore[return-value]
@@ -144,8 +152,8 @@ class Stack:
             stack.down()
 
     def heal(self) -> list[str]:
-        """Continue paused members and restart dead ones, then wait until every component is healthy
-        (between scenarios, so one scenario's faults cannot leak into the next)."""
+        """Continue paused members and restart dead ones, then wait until every component is healthy, and
+        clear every network fault (between scenarios, so one scenario's faults cannot leak into the next)."""
         restarted = []
         for name, comp in self.components.items():
             for member, proc in comp.processes.items():
@@ -155,6 +163,8 @@ class Stack:
                     restarted.append(f"{name}/{member}")
         for comp in self.components.values():
             comp.wait_healthy()
+        if "proxy" in self.components:
+            self.proxy.reset()
         if "connect" in self.components:
             self.connect.wait_connector_running()
         return restarted
@@ -190,3 +200,40 @@ class Stack:
     @staticmethod
     def _log(message: str) -> None:
         print(f"[cdc-chaos stack {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class StackPool:
+    """One stack per distinct configuration, started on first use and all torn down by ``close`` (a pytest
+    worker's stacks: the default one, and e.g. a 3-broker one only if a scenario asks for it)."""
+
+    def __init__(self, config: StackConfig, label: str) -> None:
+        self.config = config
+        self.label = label
+        self._stacks: dict[str, Stack] = {}
+
+    def get(self, overrides: dict[str, dict[str, Any]] | None = None) -> Stack:
+        key = json.dumps(overrides or {}, sort_keys=True)
+        if key not in self._stacks:
+            config = self.config.with_overrides(**overrides) if overrides else self.config
+            suffix = "".join(f"-{k}" + "".join(f"-{n}{v}" for n, v in sorted(vals.items()))
+                             for k, vals in sorted((overrides or {}).items()))
+            stack = Stack(config, label=f"{self.label}{suffix}")
+            try:
+                stack.start()
+            except BaseException:
+                stack.down()
+                raise
+            self._stacks[key] = stack
+        return self._stacks[key]
+
+    def release(self, overrides: dict[str, dict[str, Any]] | None) -> None:
+        """Tear down the stack of ``overrides`` now (a special shape one scenario needed: idle, it would still
+        take CPU from every later scenario on these 2-core machines); the default stack is kept."""
+        key = json.dumps(overrides or {}, sort_keys=True)
+        if overrides and key in self._stacks:
+            self._stacks.pop(key).down()
+
+    def close(self) -> None:
+        for stack in self._stacks.values():
+            stack.down()
+        self._stacks.clear()

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pymysql
 
 from harness.lake_schema import STATE_COLUMNS
@@ -57,6 +58,13 @@ class GroundTruth:
     changes: pa.Table                    # TRUTH_SCHEMA: committed changes of orders, commit order
     final_state: pa.Table                # STATE_SCHEMA: the orders table at the end
     history_anomalies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def restricted_to_changed_keys(self) -> GroundTruth:
+        """The same truth with the final table cut to the keys that have a change in ``changes`` (truth read
+        from a binlog position says nothing of rows last changed before it)."""
+        keys = pc.unique(self.changes.column("order_id"))
+        final = self.final_state.filter(pc.is_in(self.final_state.column("order_id"), value_set=keys))
+        return GroundTruth(self.changes, final, self.history_anomalies)
 
 
 def binlog_position(host: str, port: int, user: str, password: str) -> tuple[str, int]:

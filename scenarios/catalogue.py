@@ -17,6 +17,9 @@ from harness.nemesis import (
     DatabaseRestart,
     JobManagerKill,
     Nemesis,
+    NetworkDrops,
+    NetworkLatency,
+    NetworkPartition,
     Pause,
     Schedule,
     StorageOutage,
@@ -44,6 +47,7 @@ class Scenario:
     workload: dict[str, Any] = field(default_factory=dict)
     job_variant: str = "correct"
     expect: frozenset[str] = frozenset()         # empty: must be CLEAN; else: must convict with one of these
+    stack: dict[str, dict[str, Any]] = field(default_factory=dict)   # stack.toml overrides (e.g. 3 brokers)
 
 
 SCENARIOS: list[Scenario] = [
@@ -57,8 +61,15 @@ SCENARIOS: list[Scenario] = [
     Scenario("jobmanager_kill", "SIGKILL the JobManager; restart it and resume the job from the latest retained "
              "checkpoint", "the recovery path without HA loses and duplicates nothing",
              at(lambda: JobManagerKill(), 0.35, 3)),
+    Scenario("taskmanager_kill_in_checkpoint", "SIGKILL a TaskManager while a checkpoint is in flight "
+             "(between barrier and commit), restart it 4 s later",
+             "pending files of the aborted checkpoint are neither committed twice nor lost",
+             at(lambda: TaskManagerKill(during_checkpoint=True), 0.3, 4)),
     Scenario("broker_kill", "SIGKILL the Kafka broker, restart it 5 s later",
              "producers (Connect) and the job's source recover without loss", at(lambda: BrokerKill(), 0.3, 5)),
+    Scenario("broker_leader_kill_3", "3 brokers (RF=3, min ISR 2): SIGKILL the leader of a seeded orders_cdc "
+             "partition, restart it 5 s later", "leader failover loses nothing acknowledged and duplicates nothing",
+             at(lambda: BrokerKill(partition_leader=True), 0.3, 5), stack={"kafka": {"brokers": 3}}),
     Scenario("connect_kill", "SIGKILL the Kafka Connect worker; Debezium re-sends changes after restart",
              "the job's deduplication keeps re-sent changes out of the lake", at(lambda: ConnectKill(), 0.4, 3)),
     Scenario("database_restart", "SIGKILL the database server while the workload writes, restart it",
@@ -70,6 +81,19 @@ SCENARIOS: list[Scenario] = [
              "a zombie TaskManager cannot commit twice", at(lambda: Pause("flink", "taskmanager-1"), 0.3, 8)),
     Scenario("pause_broker", "SIGSTOP the broker for 8 s", "a hung broker delays but does not corrupt",
              at(lambda: Pause("kafka"), 0.3, 8)),
+    # --- network faults on the job's own routes, through the stack's Toxiproxy ---------------------------
+    Scenario("network_partition_kafka", "cut the network between Flink and every broker for 6 s (connections "
+             "closed, new ones refused)", "a job cut off from Kafka resumes from its checkpointed offsets",
+             at(lambda: NetworkPartition("kafka"), 0.3, 6)),
+    Scenario("network_partition_s3", "cut the network between Flink and the S3 store for 6 s (checkpoints and "
+             "uploads fail while the store itself is up)", "failed uploads and checkpoints neither lose nor duplicate",
+             at(lambda: NetworkPartition("s3"), 0.3, 6)),
+    Scenario("network_latency_s3", "add 300 +/- 100 ms each way to every Flink <-> S3 packet for 6 s",
+             "slow checkpoints and uploads delay but do not corrupt the lake",
+             at(lambda: NetworkLatency("s3", latency_ms=300, jitter_ms=100), 0.3, 6)),
+    Scenario("network_drops_kafka", "reset 80 % of Flink's Kafka connections (and each reconnect) 1 s in, for 6 s",
+             "dropped fetch and coordinator connections neither skip nor repeat records",
+             at(lambda: NetworkDrops("kafka", toxicity=0.8, timeout_ms=1000), 0.3, 6)),
     Scenario("mixed_storm", "three seeded random faults among TaskManager, Connect and broker kills",
              "combined faults still give an exact lake",
              storm([lambda: TaskManagerKill(), lambda: ConnectKill(), lambda: BrokerKill()], 3)),
@@ -82,11 +106,15 @@ SCENARIOS: list[Scenario] = [
              workload={"mix": (0.3, 0.45, 0.25)}),
     Scenario("day_boundary", "event time starts 10 s before midnight UTC",
              "partitions split exactly at hour and day boundaries",
-             workload={"anchor_at_midnight": True}),
+             workload={"anchor_before_boundary_s": 86400}),
     # --- teeth: a known-bad job must be convicted -----------------------------------------------------
     Scenario("teeth_no_dedup_connect_kill", "job without deduplication, Connect killed mid-stream",
              "the suite convicts a job that lets Debezium's re-sends through (DUPLICATE)",
              at(lambda: ConnectKill(), 0.4, 3), job_variant="no_dedup", expect=frozenset({"DUPLICATE"})),
+    Scenario("teeth_no_checkpointing_taskmanager_kill", "job without checkpointing (offsets auto-committed), "
+             "a TaskManager killed mid-stream", "the suite convicts a job whose sink never commits what its source "
+             "has acknowledged (LOST)", at(lambda: TaskManagerKill(), 0.3, 4), job_variant="no_checkpointing",
+             expect=frozenset({"LOST"})),
 ]
 
 BY_NAME = {s.name: s for s in SCENARIOS}

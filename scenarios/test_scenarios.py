@@ -14,14 +14,17 @@ import pytest
 
 from harness.report import report_dir, write_report
 from harness.runner import RunSpec, run
-from harness.stack import Stack
+from harness.stack import StackPool
 from scenarios.catalogue import SCENARIOS, Scenario
 
 _RUN_INDEX = itertools.count()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_scenario(scenario: Scenario, stack: Stack, seed: int, request: pytest.FixtureRequest) -> None:
+def test_scenario(scenario: Scenario, stacks: StackPool, seed: int, request: pytest.FixtureRequest) -> None:
+    stack = stacks.get(scenario.stack)
+    if scenario.stack:   # a special stack shape is used by this scenario alone
+        request.addfinalizer(lambda: stacks.release(scenario.stack))
     healed = stack.heal()
     replay = f"./run test scenarios/test_scenarios.py -k '{scenario.name}' --seed {seed} -p no:randomly"
     spec = RunSpec(name=scenario.name, seed=seed, duration_s=request.config.getoption("--scenario-seconds"),
@@ -33,10 +36,14 @@ def test_scenario(scenario: Scenario, stack: Stack, seed: int, request: pytest.F
     verdict = result["verdict"]
     found = {k for k, v in verdict["anomalies"].items() if v["count"]}
     ok = verdict["clean"] if not scenario.expect else bool(found & scenario.expect)
+    # a fault that could not be injected means the scenario did not test what it claims
+    not_injected = [e for e in result["timeline"] if e["phase"] == "error" and e.get("failed_phase") == "inject"]
+    ok = ok and not not_injected
     if not ok:
         (paths["html"].parent / "component-logs.txt").write_text(stack.log_tails(300))
         request.node.add_report_section("call", "component logs", stack.log_tails(25))
-    message = (f"\n{result['summary']}\nexpected: {'CLEAN' if not scenario.expect else sorted(scenario.expect)}"
+    message = (f"\n{result['summary']}\nfaults not injected: {not_injected}"
+               f"\nexpected: {'CLEAN' if not scenario.expect else sorted(scenario.expect)}"
                f"\nfault timeline: {json.dumps(result['timeline'], default=str)[:3000]}"
                f"\nseed {seed}; replay: {replay}\nreport: {paths['html']}")
     assert ok, message

@@ -3,6 +3,7 @@ retained checkpoint, and the lake's documented schema.  Each test is a full run 
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import random
@@ -11,12 +12,15 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from harness import kafka_client
+from harness.checker import HOUR_MS
+from harness.enrichment import STATUSES
 from harness.lake import LakeReader
 from harness.lake_schema import CHANGE_SCHEMA
 from harness.nemesis import Nemesis, Recovery, Schedule
 from harness.pipeline import Pipeline
 from harness.runner import RunSpec, run
 from harness.stack import Stack
+from harness.workload import Workload
 
 _INDEX = itertools.count(100)
 MALFORMED = [b"{not json", b'{"unrelated": true}', b"\xff\xfe garbage"]
@@ -101,3 +105,41 @@ def test_lake_files_have_the_documented_schema(stack: Stack, seed: int) -> None:
     assert schema.names == CHANGE_SCHEMA.names   # dt/hr live in the path only
     for f in files:
         assert f.dt and f.hr and len(f.dt) == 10 and len(f.hr) == 2
+
+
+def test_hour_boundary_gives_two_partitions_each_with_success(stack: Stack, seed: int) -> None:
+    """Changes crossing an hour boundary land in two hour partitions; once the watermark passes both hours,
+    each has its _SUCCESS marker."""
+    stack.heal()
+    pushed: dict[str, int] = {}
+
+    def push_watermark(stack: Stack, workload: Workload) -> None:
+        # one real change two hours on: the watermark passes the end of both hours the workload wrote
+        at_ms = workload.anchor_ms + int(workload.config.duration_s * 1000) + 2 * HOUR_MS
+        order_id = workload.config.first_order_id + 9_000_000
+        with stack.database.connect() as conn, conn.cursor() as cur:
+            cur.execute("SET TIMESTAMP = %s", (at_ms // 1000,))
+            cur.execute("INSERT INTO orders (order_id, customer_id, product, quantity, unit_price, status, event_time,"
+                        " version) VALUES (%s, 1, 'watermark push', 1, 1.00, %s, FROM_UNIXTIME(%s), 1)",
+                        (order_id, STATUSES[0], at_ms // 1000))
+            conn.commit()
+        pushed.update(anchor_ms=workload.anchor_ms, at_ms=at_ms)
+
+    spec = RunSpec(name="pipeline-hour-boundary", seed=seed, duration_s=14, rate=60, finale=push_watermark,
+                   workload={"anchor_before_boundary_s": 3600, "late_fraction": 0.0})
+    result = run(stack, spec, index=next(_INDEX))
+    assert result["verdict"]["clean"], result["summary"]
+    lake = LakeReader.for_s3(stack.s3.endpoints(), result["verdict"]["context"]["lake_prefix"]).snapshot()
+
+    def hour(ms: int) -> tuple[str, str]:
+        t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+        return t.strftime("%Y-%m-%d"), t.strftime("%H")
+
+    before, after = hour(pushed["anchor_ms"]), hour(pushed["anchor_ms"] + 10_000)
+    assert before != after
+    partitions = {(d, h) for table, d, h in lake.data_partitions if table == "orders"}
+    assert {before, after, hour(pushed["at_ms"])} <= partitions, partitions
+    assert ("orders", *before) in lake.success_markers and ("orders", *after) in lake.success_markers, \
+        sorted(lake.success_markers)
+    # the pushed change's own hour is not yet passed by the watermark: no marker there
+    assert ("orders", *hour(pushed["at_ms"])) not in lake.success_markers

@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from harness.components.base import Component
+from harness.components.proxy import proxied_port
 from harness.config import StackConfig
 from harness.install.flink import ensure_flink
 from harness.process import ManagedProcess
@@ -61,7 +62,9 @@ class FlinkCluster(Component):
             "heartbeat.rpc-failure-threshold": 2,
             "resourcemanager.taskmanager-timeout": 10000,
             "slot.request.timeout": 60000,
-            "s3.endpoint": f"http://127.0.0.1:{self.ports['s3']}", "s3.path.style.access": "true",
+            # through the network proxy when the stack has one, so network faults can hit the job's S3 traffic
+            "s3.endpoint": f"http://127.0.0.1:{proxied_port(self.ports, 's3') or self.ports['s3']}",
+            "s3.path.style.access": "true",
             "s3.access-key": s3.access_key, "s3.secret-key": s3.secret_key,
             # S3 calls must fail fast while the store is down (outage fault), then retry on restart
             "s3.connection.timeout": 5000, "s3.attempts.maximum": 3, "s3.retry.limit": 3,
@@ -71,6 +74,8 @@ class FlinkCluster(Component):
             "env.java.opts.all": "-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError",
             "classloader.check-leaked-classloader": "false",
             "web.submit.enable": "true",
+            # checkpoint statistics fresh to 50 ms (default: cached 3 s), so a nemesis can see one in flight
+            "rest.cache.checkpoint-statistics.timeout": "50 ms",
         }
         (self.dir / "tmp").mkdir(exist_ok=True)
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))

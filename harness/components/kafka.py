@@ -9,6 +9,7 @@ from typing import Any
 
 from harness import kafka_client
 from harness.components.base import Component
+from harness.components.proxy import KAFKA_UPSTREAM_PORT, kafka_routes, proxied_port
 from harness.config import StackConfig
 from harness.install import run_step
 from harness.install.kafka import ensure_kafka
@@ -51,7 +52,8 @@ class KafkaBroker(Component):
         names = []
         for n in range(1, config.kafka.brokers + 1):
             suffix = "" if n == 1 else f"_{n}"
-            names += [f"kafka{suffix}", f"kafka_internal{suffix}", f"kafka_controller{suffix}"]
+            names += [f"kafka{suffix}", f"kafka_internal{suffix}", f"kafka_controller{suffix}",
+                      f"{KAFKA_UPSTREAM_PORT}{suffix}"]
         return names
 
     def _port(self, kind: str, node: int) -> int:
@@ -64,6 +66,18 @@ class KafkaBroker(Component):
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{self._port('kafka', n)}" for n in self.nodes)
+
+    @property
+    def proxied_bootstrap(self) -> str | None:
+        """The brokers through the network proxy (the Flink job's route); None when the stack has no proxy."""
+        ports = [proxied_port(self.ports, route) for route in kafka_routes(self.config)]
+        return ",".join(f"127.0.0.1:{p}" for p in ports) if all(ports) else None
+
+    def _proxied_advertised_port(self, node: int) -> int:
+        # A client that bootstrapped through the proxy must be sent back to the proxy for every broker, or it
+        # would leave the faulty network after its first metadata request.  Without a proxy the listener
+        # simply advertises itself.
+        return proxied_port(self.ports, kafka_routes(self.config)[node - 1]) or self._port(KAFKA_UPSTREAM_PORT, node)
 
     def member(self, node: int) -> str:
         return "broker" if self.config.kafka.brokers == 1 else f"broker-{node}"
@@ -88,11 +102,13 @@ class KafkaBroker(Component):
                 "process.roles": "broker,controller", "node.id": n, "controller.quorum.voters": voters,
                 "listeners": f"PLAINTEXT://127.0.0.1:{self._port('kafka', n)},"
                              f"PLAINTEXT_INTERNAL://127.0.0.1:{self._port('kafka_internal', n)},"
+                             f"PROXIED://127.0.0.1:{self._port(KAFKA_UPSTREAM_PORT, n)},"
                              f"CONTROLLER://127.0.0.1:{self._port('kafka_controller', n)}",
                 "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port('kafka', n)},"
-                                        f"PLAINTEXT_INTERNAL://127.0.0.1:{self._port('kafka_internal', n)}",
+                                        f"PLAINTEXT_INTERNAL://127.0.0.1:{self._port('kafka_internal', n)},"
+                                        f"PROXIED://127.0.0.1:{self._proxied_advertised_port(n)}",
                 "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,PLAINTEXT_INTERNAL:PLAINTEXT,"
-                                                  "CONTROLLER:PLAINTEXT",
+                                                  "PROXIED:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 "inter.broker.listener.name": "PLAINTEXT_INTERNAL", "controller.listener.names": "CONTROLLER",
                 "log.dirs": str(ndir / "data"), "num.partitions": k.partitions,
                 "default.replication.factor": k.replication_factor, "min.insync.replicas": k.min_insync_replicas,
@@ -136,4 +152,5 @@ class KafkaBroker(Component):
     def endpoints(self) -> dict[str, Any]:
         return {"bootstrap": self.bootstrap, "topic": self.config.kafka.topic,
                 "partitions": self.config.kafka.partitions, "brokers": self.config.kafka.brokers,
-                "internal": ",".join(f"127.0.0.1:{self._port('kafka_internal', n)}" for n in self.nodes)}
+                "internal": ",".join(f"127.0.0.1:{self._port('kafka_internal', n)}" for n in self.nodes),
+                "proxied": self.proxied_bootstrap}

@@ -14,6 +14,7 @@ def install_everything(config: StackConfig) -> dict[str, float]:
     from harness.install.flink import ensure_flink
     from harness.install.kafka import ensure_debezium, ensure_kafka
     from harness.install.minio import ensure_minio
+    from harness.install.toxiproxy import ensure_toxiproxy
 
     steps = {
         "database": lambda: (find_binary("mariadbd" if config.database.kind == "mariadb" else "mysqld"),
@@ -22,6 +23,7 @@ def install_everything(config: StackConfig) -> dict[str, float]:
         "debezium": lambda: ensure_debezium(config),
         "flink": lambda: ensure_flink(config),
         "minio": lambda: ensure_minio(config),
+        "toxiproxy": lambda: ensure_toxiproxy(config),
     }
     seconds: dict[str, float] = {}
     for name, step in steps.items():
