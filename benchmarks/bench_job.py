@@ -1,0 +1,478 @@
+"""Flink job figures on a real stack: throughput from a pre-loaded backlog, and commit->lake freshness.
+
+    python -m benchmarks.bench_job [--changes N] [--rate R] [--seconds S] [--only throughput|freshness]
+                                   [--parallelism 1,2] [--checkpoint-ms 3000] [--seed N] [--json]
+
+Throughput: N real Debezium change events are put in ``orders_cdc`` first (bulk SQL into the database -
+multi-row INSERTs, then range UPDATEs and DELETEs following the version rule - which Debezium publishes;
+the Debezium publish rate is a side figure), then a fresh job starts at the offsets before that backlog.
+changes/s = N / time from job RUNNING (Flink's own timestamp of the switch, before the tasks deploy) until
+all N changes are in committed Parquet (row counts from Parquet footers).  The rows' ``processed_ms`` split
+that time into start-up, processing and the wait for the committing checkpoint.  The same backlog is
+replayed once per ``--parallelism`` value, in that order, each into its own lake prefix (the first job on a
+fresh stack also pays the TaskManager's JIT warm-up: ``--parallelism 1,2,1`` shows how much).
+
+Freshness: with a fresh job running, the seeded workload (``harness.workload``) applies R changes/s for S s;
+for every committed change, freshness = first time its row is visible in committed Parquet (a lake listing
+every ``--poll-ms``) - commit time in the database (the history's ``complete_ms``).  First-seen is the end of
+the first listing that showed the file, an upper bound; the lower bound (the listing before) is reported too.
+
+Alongside: CPU per stack component and per TaskManager thread (Flink names task threads after their operator
+chain) and the job's checkpoint durations, so a figure short of its target says what limited it.  The job
+reads Kafka directly (not through the stack's network proxy, which exists for fault injection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+from benchmarks.e2e import (
+    ChangeId,
+    LakePoller,
+    LakeVisibility,
+    RunningJob,
+    SeenFile,
+    latency_summary,
+    now_ms,
+    start_job,
+    topic_end,
+)
+from harness.config import load_config
+from harness.enrichment import STATUSES
+from harness.stack import Stack
+from harness.workload import WorkloadClient, WorkloadConfig, generate
+
+#: targets from the issue
+THROUGHPUT_TARGET = 20_000          # changes/s
+FRESHNESS_SLACK_MS = 2_000          # p99 <= checkpoint interval + this
+
+PRELOAD_FIRST_ORDER_ID = 1_000_000_000
+FRESHNESS_FIRST_ORDER_ID = 2_000_000_000
+
+
+def log(message: str) -> None:
+    print(f"[bench-job {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- pre-load: a backlog of real Debezium envelopes ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class PreloadPlan:
+    """N changes as the workload's default mix (50 % inserts, 35 % updates, 15 % deletes): ids
+    ``first .. first+inserts-1`` are inserted at version 1, the first ``updates`` of them updated once to
+    version 2, the last ``deletes`` of them deleted (disjoint from the updated ones)."""
+
+    inserts: int
+    updates: int
+    deletes: int
+    first_order_id: int
+
+    @classmethod
+    def of(cls, changes: int, first_order_id: int) -> PreloadPlan:
+        updates, deletes = round(changes * 0.35), round(changes * 0.15)
+        return cls(changes - updates - deletes, updates, deletes, first_order_id)
+
+    @property
+    def changes(self) -> int:
+        return self.inserts + self.updates + self.deletes
+
+    def topic_records(self, tombstones: bool) -> int:
+        """Records Debezium writes: one per change, plus a tombstone after each delete if configured."""
+        return self.changes + (self.deletes if tombstones else 0)
+
+
+def _utc_now_literal() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def preload(stack: Stack, plan: PreloadPlan, seed: int, chunk: int = 5000,
+            timeout_s: float = 900) -> tuple[dict[int, int], dict[str, Any]]:
+    """Apply the plan with bulk SQL and wait until Debezium has published all of it.
+
+    Returns the topic offsets before the backlog and the figures (SQL time, Debezium publish rate).
+    """
+    rng = random.Random(seed)
+    products = [f"product-{rng.randrange(10**6):06d}" for _ in range(200)]
+    tombstones = stack.connect.connector_config()["config"].get("tombstones.on.delete", "true") == "true"
+    start_offsets = topic_end(stack)
+    expected = plan.topic_records(tombstones)
+    first, end = plan.first_order_id, plan.first_order_id + plan.inserts
+    t0 = time.monotonic()
+    with stack.database.connect() as conn, conn.cursor() as cur:
+        # all-%s VALUES, so pymysql sends each chunk as one multi-row INSERT
+        for a in range(first, end, chunk):
+            event_time = _utc_now_literal()
+            rows = [(oid, rng.randrange(1, 201), rng.choice(products), rng.randrange(1, 21),
+                     f"{rng.randrange(100, 50000) / 100:.2f}", rng.choice(STATUSES), event_time)
+                    for oid in range(a, min(a + chunk, end))]
+            cur.executemany("INSERT INTO orders (order_id, customer_id, product, quantity, unit_price, status, "
+                            "event_time, version) VALUES (%s,%s,%s,%s,%s,%s,%s,1)", rows)
+            conn.commit()
+        status_list = ",".join(f"'{s}'" for s in STATUSES)
+        for a in range(first, first + plan.updates, chunk):
+            b = min(a + chunk, first + plan.updates) - 1
+            cur.execute(f"UPDATE orders SET status = ELT(1 + (order_id + %s) %% {len(STATUSES)}, {status_list}), "
+                        "quantity = quantity %% 20 + 1, event_time = %s, version = version + 1 "
+                        "WHERE order_id BETWEEN %s AND %s", (seed, _utc_now_literal(), a, b))
+            conn.commit()
+        for a in range(end - plan.deletes, end, chunk):
+            cur.execute("DELETE FROM orders WHERE order_id BETWEEN %s AND %s", (a, min(a + chunk, end) - 1))
+            conn.commit()
+    sql_s = time.monotonic() - t0
+    log(f"pre-load SQL done in {sql_s:.1f}s; waiting for Debezium to publish {expected} records")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ends = topic_end(stack)
+        published = sum(ends[p] - start_offsets.get(p, 0) for p in ends)
+        if published >= expected:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Debezium published {published} of {expected} records in {timeout_s:.0f}s")
+        time.sleep(0.2)
+    publish_s = time.monotonic() - t0
+    figures = {"changes": plan.changes, "plan": asdict(plan), "topic_records": published,
+               "topic_records_expected": expected, "sql_s": round(sql_s, 1),
+               "sql_changes_per_s": round(plan.changes / sql_s),
+               "debezium_published_s": round(publish_s, 1),
+               "debezium_changes_per_s": round(plan.changes / publish_s), "start_offsets": start_offsets,
+               "end_offsets": ends}
+    return start_offsets, figures
+
+
+# --- what limited it: CPU per component and per TaskManager thread, checkpoint durations ---------------------
+
+class CpuMeter:
+    """CPU used between start() and stop(): per stack process (and this benchmark process), and per thread of
+    each TaskManager JVM.  Flink names its task threads after their operator chain ("Source: cdc_typed...",
+    "Deduplicate[4]..."), so the hottest thread says which part of the job limits throughput.  (Flink's REST
+    rate metrics are no use for a run of seconds: the REST metric cache refreshes every 10 s.)"""
+
+    SELF = "bench (python)"
+
+    def __init__(self, stack: Stack) -> None:
+        self.procs: dict[str, psutil.Process] = {self.SELF: psutil.Process()}
+        for name, comp in stack.components.items():
+            for member, proc in comp.processes.items():
+                if proc.pid and psutil.pid_exists(proc.pid):
+                    self.procs[f"{name}/{member}"] = psutil.Process(proc.pid)
+
+    def _cpu(self) -> dict[str, float]:
+        out = {}
+        for name, p in self.procs.items():
+            try:
+                total = sum(p.cpu_times()[:2])
+                if name != self.SELF:   # the stack's processes are this process's children: not ours to count
+                    total += sum(sum(c.cpu_times()[:2]) for c in p.children(recursive=True))
+            except psutil.Error:
+                continue
+            out[name] = total
+        return out
+
+    def _threads(self) -> dict[str, dict[str, float]]:
+        """CPU seconds per thread name (/proc comm, 15 characters) of each TaskManager."""
+        out: dict[str, dict[str, float]] = {}
+        for name, p in self.procs.items():
+            if "taskmanager" not in name:
+                continue
+            per: dict[str, float] = {}
+            try:
+                for t in p.threads():
+                    try:
+                        comm = Path(f"/proc/{p.pid}/task/{t.id}/comm").read_text().strip()
+                    except OSError:
+                        continue
+                    per[comm] = per.get(comm, 0.0) + t.user_time + t.system_time
+            except psutil.Error:
+                continue
+            out[name] = per
+        return out
+
+    def start(self) -> None:
+        self._t0, self._cpu0, self._threads0 = time.monotonic(), self._cpu(), self._threads()
+        psutil.cpu_percent(None)
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self._t0
+        cpu1, threads1 = self._cpu(), self._threads()
+        per = {k: round(100 * (cpu1[k] - v) / wall) for k, v in self._cpu0.items() if k in cpu1}
+        hot: dict[str, dict[str, int]] = {}
+        for tm, threads in threads1.items():
+            before = self._threads0.get(tm, {})
+            pct = {n: round(100 * (s - before.get(n, 0.0)) / wall) for n, s in threads.items()}
+            hot[tm] = dict(sorted(((n, v) for n, v in pct.items() if v >= 2), key=lambda kv: -kv[1])[:8])
+        return {"seconds": round(wall, 1), "machine_cpu_pct_of_all_cores": psutil.cpu_percent(None),
+                "cores": psutil.cpu_count(), "process_cpu_pct": dict(sorted(per.items(), key=lambda kv: -kv[1])),
+                "taskmanager_thread_cpu_pct": hot}
+
+
+def checkpoint_stats(job: RunningJob) -> dict[str, Any]:
+    try:
+        r = requests.get(f"{job.pipeline.rest}/jobs/{job.job_id}/checkpoints", timeout=5)
+        r.raise_for_status()
+        cps = r.json()
+    except requests.RequestException as exc:
+        return {"error": str(exc)}
+    e2e = (cps.get("summary") or {}).get("end_to_end_duration") or {}
+    return {"completed": cps.get("counts", {}).get("completed"), "failed": cps.get("counts", {}).get("failed"),
+            "duration_ms_avg": e2e.get("avg"), "duration_ms_max": e2e.get("max")}
+
+
+# --- throughput ----------------------------------------------------------------------------------------------
+
+def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int, parallelism: int,
+                       checkpoint_ms: int, poll_s: float, timeout_s: float) -> dict[str, Any]:
+    prefix = f"bench/throughput-p{parallelism}-{now_ms()}"
+    watch = LakeVisibility.for_stack(stack, prefix)
+    rows: dict[str, int] = {}
+    seen_at: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def count(f: SeenFile) -> None:
+        n = watch.row_count(f)
+        with lock:
+            rows[f.path], seen_at[f.path] = n, f.first_seen_ms
+
+    log(f"throughput, parallelism {parallelism}: submitting a job into s3://lake/{prefix}")
+    job = start_job(stack, prefix, start_offsets, parallelism=parallelism, checkpoint_interval_ms=checkpoint_ms,
+                    name=f"bench-throughput-p{parallelism}")
+    cpu = CpuMeter(stack)
+    state = "RUNNING"
+    try:
+        log(f"job {job.job_id} RUNNING after {job.submit_s}s of submission; waiting for {changes} rows in the lake")
+        cpu.start()
+        deadline = time.monotonic() + timeout_s
+        next_state_check = time.monotonic() + 2
+        with LakePoller(watch, poll_s, on_new=count) as poller:
+            while True:
+                with lock:
+                    total = sum(rows.values())
+                if total >= changes or time.monotonic() > deadline or state in ("FAILED", "CANCELED"):
+                    break
+                if time.monotonic() > next_state_check:
+                    state, next_state_check = job.state(), time.monotonic() + 2
+                time.sleep(0.1)
+        with lock:
+            total, done_ms = sum(rows.values()), max(seen_at.values(), default=job.running_ms)
+        usage, checkpoints = cpu.stop(), checkpoint_stats(job)
+    finally:
+        job.cancel()
+    seconds = (done_ms - job.running_ms) / 1000
+    # Where the time went, from the rows' own processing time (PROCTIME after deduplication): start-up until
+    # the first row, processing from the first to the last row, then waiting for the checkpoint that commits.
+    processed = [ms for f in watch.seen.values() for ms in watch.column(f, "processed_ms") if ms is not None]
+    first_ms, last_ms = min(processed, default=job.running_ms), max(processed, default=job.running_ms)
+    result: dict[str, Any] = {
+        "parallelism": parallelism, "changes": changes, "lake_rows": total, "lake_files": len(rows),
+        "lake_prefix": prefix, "job_id": job.job_id, "submit_s": job.submit_s,
+        "seconds_running_to_committed": round(seconds, 2),
+        "changes_per_s": round(total / seconds) if seconds > 0 else None,
+        "phases_s": {"running_to_tasks_running": round((job.tasks_running_ms - job.running_ms) / 1000, 2),
+                     "running_to_first_row": round((first_ms - job.running_ms) / 1000, 2),
+                     "first_to_last_row": round((last_ms - first_ms) / 1000, 2),
+                     "last_row_to_committed": round((done_ms - last_ms) / 1000, 2)},
+        "processing_changes_per_s": round(total / ((last_ms - first_ms) / 1000)) if last_ms > first_ms else None,
+        "complete": total == changes, "cpu": usage, "checkpoints": checkpoints, "poller_errors": poller.errors[:5],
+    }
+    if total != changes:
+        result["problem"] = (f"the lake holds {total} rows, expected {changes}"
+                             + ("" if total < changes else " (more: duplicates?)") + f"; job state {state}")
+    return result
+
+
+# --- freshness -----------------------------------------------------------------------------------------------
+
+def match_key(order_id: int, version: int, is_delete: bool) -> ChangeId:
+    """How a history operation is matched to its lake row.  A delete by order id alone: its row carries the
+    version the database really deleted, which is behind the generator's count when an earlier update of
+    that order was rolled back (ids are never reused, so an order is deleted at most once)."""
+    return (order_id, -1, True) if is_delete else (order_id, version, False)
+
+
+def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: int, seed: int, parallelism: int,
+                      checkpoint_ms: int, poll_s: float, drain_s: float) -> dict[str, Any]:
+    prefix = f"bench/freshness-{now_ms()}"
+    log(f"freshness: submitting a job into s3://lake/{prefix} (checkpoint interval {checkpoint_ms} ms)")
+    job = start_job(stack, prefix, topic_end(stack), parallelism=parallelism, checkpoint_interval_ms=checkpoint_ms,
+                    name="bench-freshness")
+    watch = LakeVisibility.for_stack(stack, prefix)
+    visible: dict[ChangeId, SeenFile] = {}
+    processed: dict[ChangeId, int] = {}
+    lock = threading.Lock()
+
+    def attribute(f: SeenFile) -> None:
+        rows = [(match_key(*cid), ms) for cid, ms in watch.changes(f)]
+        with lock:
+            for cid, ms in rows:
+                if cid not in visible or f.first_seen_ms < visible[cid].first_seen_ms:
+                    visible[cid], processed[cid] = f, ms
+
+    workload = generate(WorkloadConfig(seed=seed, duration_s=seconds, rate=rate, concurrency=concurrency,
+                                       first_order_id=FRESHNESS_FIRST_ORDER_ID))
+    client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
+    cpu = CpuMeter(stack)
+    try:
+        with LakePoller(watch, poll_s, on_new=attribute) as poller:
+            cpu.start()
+            start_at = time.monotonic() + 0.5
+            t0_ms = now_ms() + 500
+            log(f"applying {len(workload.operations)} operations at {rate:g}/s for {seconds:g}s "
+                f"from {concurrency} connections")
+            history = client.run(start_at=start_at)
+            committed: dict[ChangeId, int] = {}
+            lags: list[int] = []
+            for op, entry, n in history.operations():
+                lags.append(entry.invoke_ms - (t0_ms + int(op.at_s * 1000)))
+                if entry.outcome == "ok" and n > 0 and entry.complete_ms is not None:
+                    committed[match_key(op.order_id, op.version, op.is_delete)] = entry.complete_ms
+            last_commit_ms = max(committed.values(), default=t0_ms)
+            log(f"{len(committed)} changes committed; waiting up to {drain_s:g}s for all of them in the lake")
+            drain_start = time.monotonic()
+            while time.monotonic() < drain_start + drain_s:
+                with lock:
+                    if all(c in visible for c in committed):
+                        break
+                time.sleep(0.2)
+            drained_s = time.monotonic() - drain_start
+        usage, checkpoints = cpu.stop(), checkpoint_stats(job)
+    finally:
+        job.cancel()
+    upper = [visible[c].first_seen_ms - ms for c, ms in committed.items() if c in visible]
+    lower = [max(0, visible[c].unseen_ms - ms) for c, ms in committed.items() if c in visible]
+    # the two halves: commit -> processed by the job (Debezium, Kafka, the source), processed -> visible
+    # (waiting for the checkpoint that commits the file, and the commit itself)
+    to_processed = [processed[c] - ms for c, ms in committed.items() if c in visible]
+    to_visible = [visible[c].first_seen_ms - processed[c] for c in committed if c in visible]
+    applied_s = (last_commit_ms - t0_ms) / 1000
+    listing = sorted(watch.listing_ms)
+    freshness = latency_summary(upper)
+    target = checkpoint_ms + FRESHNESS_SLACK_MS
+    return {
+        "lake_prefix": prefix, "job_id": job.job_id, "parallelism": parallelism, "seed": seed,
+        "checkpoint_interval_ms": checkpoint_ms, "poll_interval_ms": round(poll_s * 1000),
+        "listing_ms_p50": listing[len(listing) // 2] if listing else None,
+        "offered_rate": rate, "seconds": seconds, "concurrency": concurrency,
+        "operations_scheduled": len(workload.operations), "transactions": history.counts(),
+        "changes_committed": len(committed),
+        "achieved_changes_per_s": round(len(committed) / applied_s) if applied_s > 0 else None,
+        "schedule_lag_ms": latency_summary([max(0, x) for x in lags]),
+        "freshness_ms": freshness, "freshness_ms_lower_bound": latency_summary(lower),
+        "commit_to_processed_ms": latency_summary(to_processed),
+        "processed_to_visible_ms": latency_summary(to_visible),
+        "not_visible": len(committed) - len(upper),
+        "not_visible_examples": sorted(c for c in committed if c not in visible)[:5],
+        "drain_s": round(drained_s, 1),
+        "target_p99_ms": target, "meets_target": bool(upper) and freshness["p99"] <= target,
+        "cpu": usage, "checkpoints": checkpoints, "poller_errors": poller.errors[:5],
+    }
+
+
+# --- main ----------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="benchmarks.bench_job", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--changes", type=int, default=200_000, help="throughput: changes pre-loaded (default 200000)")
+    ap.add_argument("--rate", type=float, default=1000, help="freshness: changes per second offered (default 1000)")
+    ap.add_argument("--seconds", type=float, default=30, help="freshness: workload duration (default 30)")
+    ap.add_argument("--concurrency", type=int, default=0,
+                    help="freshness: database connections (default: one per 100 changes/s, at least 4)")
+    ap.add_argument("--only", choices=("throughput", "freshness"))
+    ap.add_argument("--parallelism", default="1,2", help="throughput: job parallelisms to run, e.g. 1,2")
+    ap.add_argument("--freshness-parallelism", type=int, default=1)
+    ap.add_argument("--checkpoint-ms", type=int, default=3000, help="job checkpoint interval (default 3000)")
+    ap.add_argument("--poll-ms", type=int, default=200, help="lake listing interval (default 200)")
+    ap.add_argument("--drain-seconds", type=float, default=60, help="freshness: wait for the last changes")
+    ap.add_argument("--seed", type=int, default=None, help="seed of the pre-load values and the workload")
+    ap.add_argument("--json", action="store_true", help="also print every figure as JSON")
+    args = ap.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    parallelisms = [int(p) for p in args.parallelism.split(",") if p.strip()]
+    concurrency = args.concurrency or max(4, round(args.rate / 100))
+    log(f"seed {seed} (replay with --seed {seed})")
+    result: dict[str, Any] = {"seed": seed, "args": vars(args)}
+    with Stack.up(load_config(), label="bench-job") as stack:
+        result["stack_up_s"] = round(stack.timings["total"], 1)
+        if args.only in (None, "throughput"):
+            plan = PreloadPlan.of(args.changes, PRELOAD_FIRST_ORDER_ID)
+            start_offsets, result["debezium_preload"] = preload(stack, plan, seed)
+            d = result["debezium_preload"]
+            log(f"Debezium published {d['changes']} changes in {d['debezium_published_s']}s "
+                f"({d['debezium_changes_per_s']}/s)")
+            result["throughput"] = []
+            for p in parallelisms:
+                r = measure_throughput(stack, start_offsets, plan.changes, p, args.checkpoint_ms,
+                                       args.poll_ms / 1000, timeout_s=120 + plan.changes / 500)
+                log(f"parallelism {p}: {r['lake_rows']} rows in {r['seconds_running_to_committed']}s "
+                    f"= {r['changes_per_s']} changes/s")
+                result["throughput"].append(r)
+        if args.only in (None, "freshness"):
+            result["freshness"] = measure_freshness(
+                stack, args.rate, args.seconds, concurrency, seed, args.freshness_parallelism, args.checkpoint_ms,
+                args.poll_ms / 1000, args.drain_seconds)
+    print_report(result)
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def _print_cpu(usage: dict[str, Any]) -> None:
+    top = list(usage["process_cpu_pct"].items())[:5]
+    print(f"  CPU % of one core over {usage['seconds']}s: " + ", ".join(f"{k} {v}" for k, v in top)
+          + f"; whole machine {usage['machine_cpu_pct_of_all_cores']}% of {usage['cores']} cores")
+    for tm, threads in usage["taskmanager_thread_cpu_pct"].items():
+        if threads:
+            print(f"    {tm} threads: " + ", ".join(f"{n!r} {v}" for n, v in threads.items()))
+
+
+def print_report(result: dict[str, Any]) -> None:
+    print(f"seed {result['seed']}, stack up in {result['stack_up_s']}s")
+    if "debezium_preload" in result:
+        d = result["debezium_preload"]
+        print(f"pre-load: {d['changes']} changes ({d['plan']['inserts']} inserts, {d['plan']['updates']} updates, "
+              f"{d['plan']['deletes']} deletes) by bulk SQL in {d['sql_s']}s; Debezium published "
+              f"{d['topic_records']} records in {d['debezium_published_s']}s = {d['debezium_changes_per_s']} "
+              "changes/s")
+    for r in result.get("throughput", []):
+        verdict = "meets" if (r["changes_per_s"] or 0) >= THROUGHPUT_TARGET else "below"
+        print(f"throughput p={r['parallelism']}: {r['lake_rows']}/{r['changes']} changes committed in "
+              f"{r['seconds_running_to_committed']}s after RUNNING = {r['changes_per_s']} changes/s "
+              f"({verdict} the {THROUGHPUT_TARGET}/s target)"
+              + (f"; PROBLEM: {r['problem']}" if "problem" in r else ""))
+        ph = r["phases_s"]
+        print(f"  phases (s): job RUNNING -> all tasks RUNNING {ph['running_to_tasks_running']}, -> first row "
+              f"processed {ph['running_to_first_row']}, first -> last row "
+              f"{ph['first_to_last_row']} ({r['processing_changes_per_s']} changes/s while processing), last row -> "
+              f"committed {ph['last_row_to_committed']}; checkpoints {r['checkpoints']}")
+        _print_cpu(r["cpu"])
+    if "freshness" in result:
+        f = result["freshness"]
+        fm = f["freshness_ms"]
+        print(f"freshness: offered {f['offered_rate']:g}/s for {f['seconds']:g}s, achieved "
+              f"{f['achieved_changes_per_s']} changes/s ({f['changes_committed']} committed, schedule lag p99 "
+              f"{f['schedule_lag_ms'].get('p99')} ms), checkpoint interval {f['checkpoint_interval_ms']} ms")
+        if fm["count"]:
+            print(f"  commit->visible in lake (ms): p50 {fm['p50']} p95 {fm['p95']} p99 {fm['p99']} max {fm['max']} "
+                  f"(lower bound p99 {f['freshness_ms_lower_bound']['p99']}; poll {f['poll_interval_ms']} ms); "
+                  f"target p99 <= {f['target_p99_ms']} ms: {'met' if f['meets_target'] else 'NOT met'}")
+        a, b = f["commit_to_processed_ms"], f["processed_to_visible_ms"]
+        if a["count"]:
+            print(f"  of which commit->processed by the job p50 {a['p50']} p99 {a['p99']}, processed->visible "
+                  f"p50 {b['p50']} p99 {b['p99']}")
+        print(f"  not visible: {f['not_visible']} {f['not_visible_examples']}; checkpoints {f['checkpoints']}")
+        _print_cpu(f["cpu"])
+
+
+if __name__ == "__main__":
+    main()
