@@ -53,6 +53,8 @@ def cmd_serve(config: StackConfig, args: argparse.Namespace) -> int:
         return 1
     finally:
         stack.down()
+    # a clean stop leaves nothing behind; on failure the log stays for `up` to show
+    Path(args.log_file).unlink(missing_ok=True)
     return 0
 
 
@@ -60,7 +62,7 @@ def cmd_up(config: StackConfig, args: argparse.Namespace) -> int:
     ready = runs_root() / f".ready-{os.getpid()}"
     ready.unlink(missing_ok=True)
     log = runs_root() / f"supervisor-{os.getpid()}.log"
-    argv = [sys.executable, "-m", "harness", "serve", "--ready-file", str(ready)]
+    argv = [sys.executable, "-m", "harness", "serve", "--ready-file", str(ready), "--log-file", str(log)]
     if args.config:
         argv[3:3] = ["--config", args.config]
     with open(log, "ab") as fh:
@@ -70,12 +72,15 @@ def cmd_up(config: StackConfig, args: argparse.Namespace) -> int:
     while not ready.exists():
         if proc.poll() is not None:
             print(tail(log, 60), file=sys.stderr)
-            raise SystemExit(f"the stack supervisor exited with code {proc.returncode}; see {log}")
+            log.unlink(missing_ok=True)
+            raise SystemExit(f"the stack supervisor exited with code {proc.returncode} (its log is above)")
         time.sleep(0.5)
     result = json.loads(ready.read_text())
     ready.unlink(missing_ok=True)
     if not result["ok"]:
         proc.wait(timeout=60)
+        print(tail(log, 60), file=sys.stderr)
+        log.unlink(missing_ok=True)
         print(result["error"], file=sys.stderr)
         return 1
     print(f"stack up in {result['timings'].get('total', 0):.1f}s: {result['run_dir']}", file=sys.stderr)
@@ -95,6 +100,9 @@ def cmd_down(config: StackConfig, args: argparse.Namespace) -> int:
 
     if run_dir.exists():
         RunDir(run_dir).remove()
+    pointer = runs_root() / CURRENT
+    if pointer.exists() and Path(pointer.read_text().strip()) == run_dir:
+        pointer.unlink()
     print(f"stack {run_dir.name} is down")
     return 0
 
@@ -292,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="start a stack in the background and print its endpoints")
     serve = sub.add_parser("serve", help=argparse.SUPPRESS)
     serve.add_argument("--ready-file", required=True)
+    serve.add_argument("--log-file", required=True)
     for name, helptext in (("down", "stop the stack and delete its run dir"),
                            ("status", "show the stack's endpoints and which ports answer")):
         sp = sub.add_parser(name, help=helptext)

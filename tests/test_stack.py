@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import psutil
 import pytest
 
+import harness.components.kafka as kafka_component
 from harness import kafka_client
 from harness.components.database import Database
 from harness.components.flink import FlinkCluster
@@ -34,6 +36,16 @@ def _envelopes(stack: Stack, start: dict[int, int], want: int, timeout: float = 
             return out
         time.sleep(0.5)
     raise AssertionError(f"fewer than {want} change events arrived in {timeout}s")
+
+
+def test_kafka_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster id starting with '-' made the storage tool read it as an option (1 stack start in 64 failed)."""
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))  # base64url of 0xf8... starts with '-'
+    draws = iter([dash_first, uuid.UUID(int=1)])
+    monkeypatch.setattr(kafka_component.uuid, "uuid4", lambda: next(draws))
+    cluster_id = kafka_component.new_cluster_id()
+    assert cluster_id == "AAAAAAAAAAAAAAAAAAAAAQ"
+    assert not cluster_id.startswith("-")
 
 
 def test_cdc_envelopes_arrive_keyed_with_the_right_op(stack: Stack) -> None:

@@ -43,6 +43,15 @@ def java_argv(classpath_dir: Path, heap: str, log4j: Path, main: str, *args: str
             "-cp", f"{classpath_dir}/*", main, *args]
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: a base64url UUID without padding.  Like Kafka's own ``Uuid.randomUuid()`` it never
+    starts with '-', which the storage tool's argument parser would read as an option (1 start in 64 failed)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker(Component):
     name = "kafka"
     health_description = "every broker to be in the cluster metadata"
@@ -90,8 +99,8 @@ class KafkaBroker(Component):
         self._log4j = self.dir / "log4j2.properties"
         self._log4j.write_text(LOG4J2)
         cluster_file = self.dir / "cluster.id"
-        if not cluster_file.exists():   # Kafka's cluster ids are base64url UUIDs without padding
-            cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        if not cluster_file.exists():
+            cluster_file.write_text(new_cluster_id())
         cluster_id = cluster_file.read_text()
         k = self.config.kafka
         voters = ",".join(f"{n}@127.0.0.1:{self._port('kafka_controller', n)}" for n in self.nodes)
