@@ -41,6 +41,7 @@ class Versions:
     hadoop: str
     minio: str
     toxiproxy: str
+    go_toolchain: str
 
 
 @dataclass(frozen=True)

@@ -11,4 +11,4 @@ from harness.install.go import go_install
 def ensure_minio(config: StackConfig) -> Path:
     """Path of the ``minio`` binary for the pinned version, building it on first use (~2-10 min)."""
     return go_install("MinIO", "github.com/minio/minio", config.versions.minio, "minio", min_go="1.24",
-                      timeout=3600)
+                      toolchain=config.versions.go_toolchain, timeout=3600)

@@ -15,4 +15,5 @@ from harness.install.go import go_install
 def ensure_toxiproxy(config: StackConfig) -> Path:
     """Path of the ``toxiproxy-server`` binary for the pinned version, building it on first use (~1-2 min)."""
     return go_install("Toxiproxy", "github.com/Shopify/toxiproxy/v2/cmd/server", config.versions.toxiproxy,
-                      "toxiproxy-server", min_go="1.23", timeout=1800)
+                      "toxiproxy-server", min_go="1.23", toolchain=config.versions.go_toolchain,
+                      timeout=1800)
