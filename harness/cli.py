@@ -187,15 +187,15 @@ def cmd_job(config: StackConfig, args: argparse.Namespace) -> int:
                                "pass --replace, or choose another --name")
             if args.start == "now":
                 binlog_start, offsets = source_position(stack)
-                job = new_job_config(stack, args.prefix, args.name, offsets, variant=args.variant,
-                                     checkpoint_interval_ms=args.checkpoint_interval_ms, parallelism=args.parallelism)
             else:
                 from harness import kafka_client
 
                 binlog_start = None
                 offsets = {p: 0 for p in kafka_client.end_offsets(stack.kafka.bootstrap, config.kafka.topic)}
-                job = new_job_config(stack, args.prefix, args.name, None, variant=args.variant,
-                                     checkpoint_interval_ms=args.checkpoint_interval_ms, parallelism=args.parallelism)
+            # from "earliest" the job gets no explicit offsets (its startup mode is the topic's earliest)
+            job = new_job_config(stack, args.prefix, args.name, offsets if args.start == "now" else None,
+                                 variant=args.variant, checkpoint_interval_ms=args.checkpoint_interval_ms,
+                                 parallelism=args.parallelism)
             pipeline = Pipeline(stack)
             job_id = pipeline.submit(job)
             pipeline.wait_running(job_id)
