@@ -1,27 +1,65 @@
-"""The pipeline as Flink SQL: Debezium envelopes from Kafka -> enriched, deduplicated, event-time routed,
-partitioned Parquet in the lake.  Every operator runs in the JVM (no Python UDF on the hot path).
+"""The pipeline as Flink SQL: Debezium envelopes from Kafka -> routed, deduplicated, enriched, partitioned
+Parquet in the lake.  Every operator runs in the JVM (no Python UDF on the hot path).
 
 Data flow::
 
-    orders_cdc --json--> cdc_typed --(valid, orders table)--> changes (+ routing watermark per row)
-                   |                                             |
-                   |                                 dedup on source coordinates (keep first, TTL)
-                   |                                             |
-                   |                         on time --> lake_orders      late --> lake_orders_late
-                   |
-                   +--raw--> cdc_raw --(not JSON)--> lake_dlq  <--(JSON but not a valid envelope)-- cdc_typed
+    orders_cdc --json, from the job's start offsets--> cdc_typed
+        -> routed     (routing watermark: a running max in checkpointed state, one global operator)
+        -> changes    (orders rows only, valid envelopes)
+        -> deduped    (first row wins per change identity, TTL)
+        -> enriched   (event-time temporal join on commit time with the customers dimension)
+        -> on time: lake_orders / late: lake_orders_late, partitioned dt/hr by event time
+    orders_cdc --json, from the earliest offset--> cdc_dim -> customers_versions (versioned view)
+    orders_cdc --raw--> cdc_raw --(not JSON)--> lake_dlq  <--(JSON but not a valid envelope)-- cdc_typed
 
-Why two readers of the topic: the JSON format cannot hand us the raw text of a record it failed to parse
-(with ignore-parse-errors it silently skips it), so a second, raw reader catches exactly those records for
-the dead-letter table; a record is checked by exactly one of the two readers' dead-letter rules.
+**Change identity.**  A change is where it sits in the source log: ``(source.file, source.pos, source.row,
+op)``.  Debezium's MySQL/MariaDB connectors set ``pos`` to the position of the rows event itself and ``row``
+to the 0-based index of the row inside it, and a re-send after a Connect crash carries the same values (the
+connector restarts from a stored offset and skips the events and rows it already sent).  A primary-key update
+arrives as ``d`` + ``c`` with the same coordinates, hence ``op`` in the key.  No application column takes
+part: ``version`` is an ordinary column writers may or may not bump.  Edge cases:
 
-Why deduplicate in the job rather than Kafka Connect's exactly-once source support: Debezium re-sends
-changes after a Connect crash (its offsets lag the binlog), and the lake must hold each source change once.
-First-wins deduplication with bounded state (TTL longer than any re-send window) removes re-sends.  The key
-is the change's logical identity (primary key, row version, delete flag) plus nothing else: a re-send of a
-binlog event carries the same coordinates, but a Connect crash before its first offset commit makes
-Debezium re-*snapshot* (op ``r``), and a snapshot row carries no binlog coordinates of the change it
-repeats; the row version (bumped by every write, as an optimistic-lock column) identifies it in both cases.
+- a statement whose rows do not fit one rows event (``binlog_row_event_max_size``) is split over several
+  events: ``row`` restarts at 0 but ``pos`` differs, so identities stay distinct;
+- binlog rotation: a transaction never spans two files, and ``file`` is part of the identity;
+- ``RESET MASTER`` reuses file names (``binlog.000001`` again): identities of the old and new log collide
+  within the dedup TTL.  Do not reset the binlog under a running pipeline (re-snapshot instead);
+- MariaDB >= 11.4 writes ``end_log_pos = 0`` inside transactions unless ``binlog_legacy_event_pos=ON``, and
+  then every row of a transaction shares one ``pos`` (DBZ-8755); 10.11, used here, is not affected and the
+  option does not exist there.  On 11.4+ turn that option on, or rows of one transaction collide;
+- snapshot rows (``op = r``) all carry the consistent point's file and position and ``row = 0``; their
+  identity adds the primary key.  A re-snapshot has a new consistent point, so each completed snapshot is a
+  separate *epoch* of state reads in the lake (rows with ``op = r``): a reader folds the lake by taking, per
+  key, the last change in source order, where a complete snapshot epoch replaces the key set (a key absent
+  from a complete re-snapshot was deleted while Connect was away and has no delete event).
+
+Deduplication is first-wins (``ROW_NUMBER ... ORDER BY proc_time`` = 1, insert-only, so the file sink takes
+it) with a state TTL longer than any re-send window: Debezium re-sends at most what came after its last
+committed offset (``offset.flush.interval.ms``, 60 s by default) plus what it published while Connect was
+down; one hour covers a Connect outage of that length.  Not Kafka Connect's exactly-once source support:
+that would not cover a re-snapshot, and the lake must hold each change once whatever the producer does.
+
+**Routing.**  A change is late when ``event_time_ms <= routing watermark``.  The routing watermark is
+``max over every record the job has read of GREATEST(event time, commit time) - bound``, kept by a global
+OVER aggregate whose state is checkpointed, so it never goes back, not even after a restore (Flink does not
+checkpoint its own watermarks; after a restore ``CURRENT_WATERMARK`` is NULL and a change hours late would pass
+as on time).  It is never below the change's own commit time minus the bound.  The value used is recorded in
+every row (``watermark_ms``).
+
+**Partition commit.**  Flink's watermark is on the *commit* time (``source.ts_ms``, bounded by
+``commit_bound_ms``); a partition's ``_SUCCESS`` is written once it passes the hour's end plus the routing
+bound.  Every record that advanced that watermark has passed the routing operator first, so by then the
+routing watermark is past the hour's end too and no on-time row can land in a committed hour, including rows
+still waiting in the join and rows routed after a restore.  The late table gets files after markers by design.
+
+**Enrichment.**  ``customer_region``/``customer_segment`` come from the ``customers`` table itself, which
+Debezium captures into the same topic: the customer's row as of the order change's commit time (the version
+with the largest commit time <= the order's; among equal commit times the last in the binlog), through an
+event-time temporal join.  A customer deleted or not yet existing gives NULL enrichment; the order is never
+dropped.  Deterministic across failover and replay: the join waits for the watermark of a second reader of
+the whole topic, so every customers change committed up to that time has been read.  Debezium's heartbeat
+action query touches one ``cdc_heartbeat`` row per partition every second, so watermarks advance while the
+tables are idle.  Routing is decided before the join; the join only delays rows by about a second.
 """
 
 from __future__ import annotations
@@ -29,12 +67,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.enrichment import sql_region, sql_segment, sql_status_category
+from harness.lake_schema import CHANGE_SCHEMA, DLQ_SCHEMA, flink_columns
 
 #: the correct job, and known-bad variants that exist to prove the suite convicts them:
 #: ``no_dedup`` lets Debezium's re-sends through (DUPLICATE under a Connect kill); ``no_checkpointing`` runs
-#: without checkpoints, so the file sink never commits a file while the source auto-commits its offsets (LOST).
-VARIANTS = ("correct", "no_dedup", "no_checkpointing")
+#: without checkpoints, so the file sink never commits a file while the source auto-commits its offsets (LOST);
+#: ``version_dedup`` deduplicates on (order_id, version, is_delete), an application column (LOST as soon as an
+#: update leaves ``version`` alone); ``trusted_watermark`` routes by Flink's raw watermark, NULL meaning on
+#: time (a backlog read right after a restore is routed on time however late); ``route_all_late`` sends every
+#: change to the late table with a forged watermark; ``stale_enrichment`` enriches from the customers' first
+#: version only (a dimension cached at start).
+VARIANTS = ("correct", "no_dedup", "no_checkpointing", "version_dedup", "trusted_watermark", "route_all_late",
+            "stale_enrichment")
+
+#: status -> status category, the job's own rule (the checker keeps its own copy of the contract)
+STATUS_CATEGORY = {"pending": "open", "paid": "open", "shipped": "in_flight", "delivered": "done",
+                   "cancelled": "cancelled", "returned": "cancelled"}
 
 
 @dataclass(frozen=True)
@@ -44,9 +92,11 @@ class JobConfig:
     topic: str = "orders_cdc"
     group_id: str = "cdc-chaos-pipeline"
     table: str = "orders"
+    dimension_table: str = "customers"
     checkpoint_interval_ms: int = 3000
-    out_of_orderness_ms: int = 5000
-    idle_timeout_ms: int = 2000
+    out_of_orderness_ms: int = 5000        # the routing bound B: a change this far behind is late
+    commit_bound_ms: int = 1000            # commit times in the binlog are whole seconds, nearly in order
+    idle_timeout_ms: int = 0               # 0: no idleness; heartbeats keep every partition moving
     dedup_ttl_ms: int = 3_600_000
     parallelism: int = 1
     startup_mode: str = "earliest-offset"  # first start; a restore resumes from checkpointed offsets
@@ -58,6 +108,8 @@ class JobConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown job variant {self.variant!r}; known: {VARIANTS}")
+        if self.commit_bound_ms > self.out_of_orderness_ms:
+            raise ValueError("commit_bound_ms must not exceed out_of_orderness_ms (the routing bound)")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> JobConfig:
@@ -106,12 +158,14 @@ def ltz_to_ms(expr: str) -> str:
     return _LTZ_MS.format(x=expr)
 
 
-def _kafka(cfg: JobConfig, group_suffix: str) -> str:
+def _kafka(cfg: JobConfig, group_suffix: str, startup: dict[str, Any] | None = None) -> str:
+    mode = (startup or {}).get("startup_mode", cfg.startup_mode)
     return (f"'connector' = 'kafka', 'topic' = '{cfg.topic}', "
             f"'properties.bootstrap.servers' = '{cfg.bootstrap}', "
             f"'properties.group.id' = '{cfg.group_id}-{group_suffix}', "
             f"'properties.isolation.level' = 'read_committed', "
-            f"'scan.startup.mode' = '{cfg.startup_mode}'" + _specific_offsets(cfg) + _auto_commit(cfg))
+            f"'scan.startup.mode' = '{mode}'" + (_specific_offsets(cfg) if mode == cfg.startup_mode else "")
+            + _auto_commit(cfg))
 
 
 def _auto_commit(cfg: JobConfig) -> str:
@@ -131,54 +185,69 @@ def _specific_offsets(cfg: JobConfig) -> str:
 
 
 def _sink(cfg: JobConfig, name: str, path: str, partitioned: bool) -> str:
-    cols = """
-        order_id BIGINT, customer_id INT, product STRING, quantity INT, unit_price DECIMAL(10, 2),
-        status STRING, version INT, created_at_ms BIGINT, updated_at_ms BIGINT, op STRING,
-        event_time_ms BIGINT, line_total DECIMAL(12, 2), status_category STRING, customer_region STRING,
-        customer_segment STRING, src_file STRING, src_pos BIGINT, src_row INT, src_server_id BIGINT,
-        src_gtid STRING, src_ts_ms BIGINT, src_snapshot STRING, kafka_partition INT, kafka_offset BIGINT,
-        watermark_ms BIGINT, processed_ms BIGINT, dt STRING, hr STRING"""
-    commit = """,
+    # a partition is committed once the (commit-time) watermark is past its hour's end plus the routing bound
+    commit = f""",
         'sink.partition-commit.trigger' = 'partition-time',
         'partition.time-extractor.timestamp-pattern' = '$dt $hr:00:00',
-        'sink.partition-commit.delay' = '1 h',
+        'sink.partition-commit.delay' = '{3_600_000 + cfg.out_of_orderness_ms} ms',
         'sink.partition-commit.watermark-time-zone' = 'UTC',
         'sink.partition-commit.policy.kind' = 'success-file'""" if partitioned else ""
-    return f"""CREATE TABLE {name} ({cols}
+    return f"""CREATE TABLE {name} ({flink_columns(CHANGE_SCHEMA)}, dt STRING, hr STRING
     ) PARTITIONED BY (dt, hr) WITH (
         'connector' = 'filesystem', 'path' = '{cfg.lake_root}/{path}', 'format' = 'parquet',
         'sink.rolling-policy.file-size' = '128MB'{commit}
     )"""
 
 
-def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
-    """(DDL and views, INSERT statements run together as one statement set)."""
-    event_ms = "CASE WHEN op = 'd' THEN source.ts_ms ELSE `after`.event_time END"
-    # The watermark a change is routed by: Flink's, but never below the change's own commit time minus the
-    # bound.  Flink does not checkpoint watermarks, so right after a (re)start CURRENT_WATERMARK is NULL and
-    # a change hours late would pass as on time; the commit-time floor keeps routing deterministic across
-    # failover.  The value used is recorded in every row, so routing can be verified row by row.
-    floor = f"(source.ts_ms - {cfg.out_of_orderness_ms})"
-    wm = ltz_to_ms("CURRENT_WATERMARK(event_time)")
-    effective = f"(CASE WHEN CURRENT_WATERMARK(event_time) IS NULL THEN {floor} ELSE GREATEST({wm}, {floor}) END)"
-    ddl = [
-        f"""CREATE TABLE cdc_typed (
-            `before` {_IMAGE},
-            `after` {_IMAGE},
+def _status_category(column: str) -> str:
+    whens = " ".join(f"WHEN '{s}' THEN '{c}'" for s, c in STATUS_CATEGORY.items())
+    return f"CASE {column} {whens} ELSE 'unknown' END"
+
+
+def _valid_change(cfg: JobConfig) -> str:
+    """The one definition of "a change of the orders table this job can place" (else: a dead letter)."""
+    return (f"op IN ('c', 'r', 'u', 'd') AND source.`table` = '{cfg.table}' "
+            "AND COALESCE(`after`.order_id, `before`.order_id) IS NOT NULL AND event_time_ms IS NOT NULL "
+            "AND source.file IS NOT NULL AND source.pos IS NOT NULL AND source.ts_ms IS NOT NULL")
+
+
+def _source(cfg: JobConfig, name: str, group_suffix: str, columns: str, startup: dict[str, Any] | None = None) -> str:
+    """A reader of the topic whose Flink watermark is the binlog commit time (``source.ts_ms``)."""
+    return f"""CREATE TABLE {name} (
+            {columns},
             op STRING,
-            ts_ms BIGINT,
             source ROW<ts_ms BIGINT, snapshot STRING, db STRING, `table` STRING, server_id BIGINT,
                        gtid STRING, file STRING, pos BIGINT, `row` INT>,
             kafka_partition INT METADATA FROM 'partition' VIRTUAL,
             kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
             kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
             proc_time AS PROCTIME(),
-            event_time_ms AS {event_ms},
-            -- a malformed envelope has no event time: epoch 0 never advances the watermark
-            event_time AS TO_TIMESTAMP_LTZ(COALESCE({event_ms}, 0), 3),
-            WATERMARK FOR event_time AS event_time - INTERVAL '{cfg.out_of_orderness_ms / 1000:.3f}' SECOND
-        ) WITH ({_kafka(cfg, 'typed')}, 'format' = 'json', 'json.ignore-parse-errors' = 'true',
-                'json.fail-on-missing-field' = 'false')""",
+            -- a malformed envelope has no commit time: epoch 0 never advances the watermark
+            commit_time AS TO_TIMESTAMP_LTZ(COALESCE(source.ts_ms, 0), 3),
+            WATERMARK FOR commit_time AS commit_time - INTERVAL '{cfg.commit_bound_ms / 1000:.3f}' SECOND
+        ) WITH ({_kafka(cfg, group_suffix, startup)}, 'format' = 'json', 'json.ignore-parse-errors' = 'true',
+                'json.fail-on-missing-field' = 'false')"""
+
+
+def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
+    """(DDL and views, INSERT statements run together as one statement set)."""
+    event_ms = (f"CASE WHEN source.`table` <> '{cfg.table}' THEN CAST(NULL AS BIGINT) "
+                "WHEN op = 'd' THEN source.ts_ms ELSE `after`.event_time END")
+    bound = cfg.out_of_orderness_ms
+    if cfg.variant == "trusted_watermark":   # known-bad: Flink's watermark as is, NULL (after a restore) = on time
+        wm_expr = f"{ltz_to_ms('CURRENT_WATERMARK(commit_time)')} - {bound - cfg.commit_bound_ms}"
+    else:
+        # the running max of everything read so far (OVER state is checkpointed: monotone across restores)
+        wm_expr = (f"MAX(GREATEST(COALESCE(event_time_ms, source.ts_ms), COALESCE(source.ts_ms, event_time_ms))) "
+                   f"OVER (ORDER BY proc_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - {bound}")
+    late = {"route_all_late": "TRUE", "trusted_watermark": "watermark_ms IS NOT NULL AND event_time_ms <= watermark_ms"}
+    is_late = late.get(cfg.variant, "event_time_ms <= watermark_ms")
+    recorded_wm = "event_time_ms" if cfg.variant == "route_all_late" else "watermark_ms"   # forged: "just late"
+    ddl = [
+        _source(cfg, "cdc_typed", "typed", f"`before` {_IMAGE}, `after` {_IMAGE}, event_time_ms AS {event_ms}"),
+        _source(cfg, "cdc_dim", "dim", "`before` ROW<customer_id INT>, "
+                "`after` ROW<customer_id INT, region STRING, segment STRING>",
+                startup={"startup_mode": "earliest-offset"}),
         f"""CREATE TABLE cdc_raw (
             `value` BYTES,   -- bytes, not STRING: a dead letter need not be valid UTF-8
             kafka_partition INT METADATA FROM 'partition' VIRTUAL,
@@ -187,49 +256,56 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
         ) WITH ({_kafka(cfg, 'raw')}, 'format' = 'raw')""",
         _sink(cfg, "lake_orders", "orders", partitioned=True),
         _sink(cfg, "lake_orders_late", "orders_late", partitioned=True),
-        f"""CREATE TABLE lake_dlq (
-            kafka_partition INT, kafka_offset BIGINT, kafka_timestamp_ms BIGINT, `raw` BYTES, reason STRING,
-            processed_ms BIGINT
+        f"""CREATE TABLE lake_dlq ({flink_columns(DLQ_SCHEMA)}
         ) WITH ('connector' = 'filesystem', 'path' = '{cfg.lake_root}/orders_dlq', 'format' = 'parquet')""",
-        # one row per change of the orders table; the watermark is captured here, where routing is decided
+        # every record of the topic passes the routing operator, so its watermark covers Flink's
+        f"""CREATE TEMPORARY VIEW routed AS
+        SELECT *, {wm_expr} AS watermark_ms FROM cdc_typed""",
+        # one row per change of the orders table, its routing decided here, before any join can delay it
         f"""CREATE TEMPORARY VIEW changes AS
         SELECT
             COALESCE(`after`.order_id, `before`.order_id) AS order_id,
             CASE WHEN op = 'd' THEN `before` ELSE `after` END AS img,
-            CASE WHEN op = 'd' THEN `before`.version ELSE `after`.version END AS row_version,
-            op = 'd' AS is_delete,
-            op, event_time_ms, proc_time,
+            op, event_time_ms, proc_time, commit_time,
             source.file AS src_file, source.pos AS src_pos, source.`row` AS src_row,
             source.server_id AS src_server_id, source.gtid AS src_gtid, source.ts_ms AS src_ts_ms,
             source.snapshot AS src_snapshot, kafka_partition, kafka_offset,
-            {effective} AS watermark_ms,
-            event_time_ms <= {effective} AS is_late
-        FROM cdc_typed
-        WHERE op IN ('c', 'r', 'u', 'd') AND source.`table` = '{cfg.table}'
-          AND COALESCE(`after`.order_id, `before`.order_id) IS NOT NULL AND event_time_ms IS NOT NULL
-          AND source.file IS NOT NULL AND source.pos IS NOT NULL""",
+            {recorded_wm} AS watermark_ms,
+            {is_late} AS is_late
+        FROM routed
+        WHERE {_valid_change(cfg)}""",
         _dedup_view(cfg),
+        f"""CREATE TEMPORARY VIEW customers_versions AS
+        SELECT customer_id, region, segment, commit_time FROM (
+            SELECT COALESCE(`after`.customer_id, `before`.customer_id) AS customer_id,
+                   CASE WHEN op = 'd' THEN CAST(NULL AS STRING) ELSE `after`.region END AS region,
+                   CASE WHEN op = 'd' THEN CAST(NULL AS STRING) ELSE `after`.segment END AS segment,
+                   commit_time,
+                   ROW_NUMBER() OVER (PARTITION BY COALESCE(`after`.customer_id, `before`.customer_id)
+                                      ORDER BY commit_time DESC) AS rn
+            FROM cdc_dim
+            WHERE source.`table` = '{cfg.dimension_table}' AND {_dimension_ops(cfg)}
+              AND COALESCE(`after`.customer_id, `before`.customer_id) IS NOT NULL)
+        WHERE rn = 1""",
         f"""CREATE TEMPORARY VIEW enriched AS
         SELECT
             order_id, img.customer_id AS customer_id, img.product AS product, img.quantity AS quantity,
             CAST(img.unit_price AS DECIMAL(10, 2)) AS unit_price, img.status AS status, img.version AS version,
             img.created_at AS created_at_ms, img.updated_at AS updated_at_ms, op, event_time_ms,
             CAST(img.quantity * CAST(img.unit_price AS DECIMAL(10, 2)) AS DECIMAL(12, 2)) AS line_total,
-            {sql_status_category('img.status')} AS status_category,
-            {sql_region('img.customer_id')} AS customer_region,
-            {sql_segment('img.customer_id')} AS customer_segment,
+            {_status_category('img.status')} AS status_category,
+            cv.region AS customer_region, cv.segment AS customer_segment,
             src_file, src_pos, src_row, src_server_id, src_gtid, src_ts_ms, src_snapshot,
             kafka_partition, kafka_offset, watermark_ms,
             {ltz_to_ms('proc_time')} AS processed_ms,
             DATE_FORMAT(TO_TIMESTAMP_LTZ(event_time_ms, 3), 'yyyy-MM-dd') AS dt,
             DATE_FORMAT(TO_TIMESTAMP_LTZ(event_time_ms, 3), 'HH') AS hr,
             is_late
-        FROM deduped""",
+        FROM deduped AS d
+        LEFT JOIN customers_versions FOR SYSTEM_TIME AS OF d.commit_time AS cv
+            ON d.img.customer_id = cv.customer_id""",
     ]
-    columns = ("order_id, customer_id, product, quantity, unit_price, status, version, created_at_ms, "
-               "updated_at_ms, op, event_time_ms, line_total, status_category, customer_region, customer_segment, "
-               "src_file, src_pos, src_row, src_server_id, src_gtid, src_ts_ms, src_snapshot, kafka_partition, "
-               "kafka_offset, watermark_ms, processed_ms, dt, hr")
+    columns = ", ".join([*CHANGE_SCHEMA.names, "dt", "hr"])
     inserts = [
         f"INSERT INTO lake_orders SELECT {columns} FROM enriched WHERE NOT is_late",
         f"INSERT INTO lake_orders_late SELECT {columns} FROM enriched WHERE is_late",
@@ -242,22 +318,27 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
                CASE WHEN op IS NULL THEN 'not a Debezium change event' ELSE 'incomplete Debezium envelope' END,
                {ltz_to_ms('PROCTIME()')}
         FROM cdc_typed
-        WHERE (op IN ('c', 'r', 'u', 'd') AND source.`table` = '{cfg.table}'
-                   AND COALESCE(`after`.order_id, `before`.order_id) IS NOT NULL AND event_time_ms IS NOT NULL
-                   AND source.file IS NOT NULL AND source.pos IS NOT NULL) IS NOT TRUE
-          -- other tables' events are filtered out, not dead letters
+        WHERE ({_valid_change(cfg)}) IS NOT TRUE
+          -- other tables' events (the dimension, heartbeats) are not dead letters
           AND (source.`table` IS NULL OR source.`table` = '{cfg.table}')""",
     ]
     return ddl, inserts
 
 
+def _dimension_ops(cfg: JobConfig) -> str:
+    # known-bad: only a customer's first insert is ever seen, as if the dimension were cached at start
+    return "op IN ('c', 'r')" if cfg.variant == "stale_enrichment" else "op IN ('c', 'r', 'u', 'd')"
+
+
 def _dedup_view(cfg: JobConfig) -> str:
     if cfg.variant == "no_dedup":   # known-bad: passes Debezium's re-sends straight into the lake
         return "CREATE TEMPORARY VIEW deduped AS SELECT * FROM changes"
-    # first row wins per source change; insert-only output, so the file sink accepts it
-    return """CREATE TEMPORARY VIEW deduped AS
+    if cfg.variant == "version_dedup":   # known-bad: an application column decides which changes exist
+        key = "order_id, img.version, op = 'd'"
+    else:   # the change's place in the source log; snapshot rows share one place, so add the key to those
+        key = "src_file, src_pos, src_row, op, CASE WHEN op = 'r' THEN order_id END"
+    return f"""CREATE TEMPORARY VIEW deduped AS
         SELECT * FROM (
-            SELECT *, ROW_NUMBER() OVER (PARTITION BY order_id, row_version, is_delete
-                                         ORDER BY proc_time ASC) AS rn
+            SELECT *, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY proc_time ASC) AS rn
             FROM changes)
         WHERE rn = 1"""

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from harness.lake_schema import CHANGE_SCHEMA, DLQ_SCHEMA, DLQ_TABLE, LATE_TABLE, MAIN_TABLE
 
 TABLES = (MAIN_TABLE, LATE_TABLE, DLQ_TABLE)
-LAKE_COLUMNS = [*CHANGE_SCHEMA.names, "dt", "hr", "file", "tbl"]
+LAKE_COLUMNS = [*CHANGE_SCHEMA.names, "dt", "hr", "file", "tbl", "file_mtime_ms"]
 _IN_PROGRESS_MARKS = ("inprogress", "in-progress", ".pending", "_tmp")
 
 
@@ -31,6 +31,7 @@ class LakeFile:
     hr: str | None
     size: int
     kind: str          # data | success | hidden | uncommitted_visible | corrupt | stray
+    last_modified_ms: int = 0   # the object's commit time (S3 LastModified, a file's mtime)
 
 
 @dataclass
@@ -53,7 +54,8 @@ class LakeSnapshot:
         return {(f.table, f.dt, f.hr) for f in self.files if f.kind in ("data", "corrupt")}
 
     def changes(self) -> pa.Table:
-        """Main and late tables together, with ``tbl`` = main|late, ``dt``, ``hr`` and ``file``."""
+        """Main and late tables together, with ``tbl`` = main|late, ``dt``, ``hr``, ``file`` and
+        ``file_mtime_ms`` (the file's ``last_modified_ms``)."""
         return pa.concat_tables([self.main, self.late])
 
     def summary(self) -> dict[str, Any]:
@@ -107,7 +109,9 @@ class LakeReader:
                     kind = "uncommitted_visible"
                 else:
                     kind = "data"
-                out.append(LakeFile(info.path, table, spec.get("dt"), spec.get("hr"), info.size or 0, kind))
+                mtime_ns = info.mtime_ns
+                out.append(LakeFile(info.path, table, spec.get("dt"), spec.get("hr"), info.size or 0, kind,
+                                    mtime_ns // 1_000_000 if mtime_ns is not None else 0))
         return out
 
     def _read(self, f: LakeFile) -> pa.Table | str:
@@ -140,7 +144,8 @@ class LakeReader:
                        .append_column("hr", pa.array([f.hr] * n, pa.string()))
                        .append_column("file", pa.array([f.path] * n, pa.string()))
                        .append_column("tbl", pa.array(["main" if f.table == MAIN_TABLE else "late"] * n,
-                                                      pa.string())))
+                                                      pa.string()))
+                       .append_column("file_mtime_ms", pa.array([f.last_modified_ms] * n, pa.int64())))
             parts[f.table].append(res)
         return LakeSnapshot(
             main=_concat(parts[MAIN_TABLE], _lake_schema()),
@@ -151,8 +156,9 @@ class LakeReader:
 
 
 def _lake_schema() -> pa.Schema:
-    return CHANGE_SCHEMA.append(pa.field("dt", pa.string())).append(pa.field("hr", pa.string())).append(
-        pa.field("file", pa.string())).append(pa.field("tbl", pa.string()))
+    extra = [("dt", pa.string()), ("hr", pa.string()), ("file", pa.string()), ("tbl", pa.string()),
+             ("file_mtime_ms", pa.int64())]
+    return pa.schema([*CHANGE_SCHEMA, *(pa.field(n, t) for n, t in extra)])
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:

@@ -34,12 +34,12 @@ CHANGE_SCHEMA = pa.schema([
     # the change
     ("op", pa.string()),                 # c, u, d, r (snapshot read)
     ("event_time_ms", pa.int64()),       # order's event_time; for a delete, the commit time (source ts_ms)
-    # enrichment (harness.enrichment recomputes each)
+    # derived and enriched (the job's rules; the checker derives its expectations on its own)
     ("line_total", pa.decimal128(12, 2)),
     ("status_category", pa.string()),
     ("customer_region", pa.string()),
     ("customer_segment", pa.string()),
-    # source coordinates: identify the change in the binlog (the job deduplicates on these)
+    # source coordinates: where the change sits in the binlog (its identity) and its transaction
     ("src_file", pa.string()),
     ("src_pos", pa.int64()),
     ("src_row", pa.int32()),
@@ -66,9 +66,24 @@ DLQ_SCHEMA = pa.schema([
 #: the columns of the orders table that a change carries and the final state is compared on
 STATE_COLUMNS = ("customer_id", "product", "quantity", "unit_price", "status", "version", "event_time_ms")
 
-#: what identifies one source change independently of Debezium: the workload bumps ``version`` on every
-#: update, so (order_id, version, op-is-delete) is unique per committed change.
-CHANGE_KEY = ("order_id", "version", "is_delete")
+#: what identifies one source change: its place in the source log (a primary-key update is a delete and an
+#: insert at the same place, hence ``op``); snapshot rows (op ``r``) share one place and add the key
+CHANGE_KEY = ("src_file", "src_pos", "src_row", "op")
+
+
+def _flink_type(t: pa.DataType) -> str:
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision}, {t.scale})"
+    names = {pa.int64(): "BIGINT", pa.int32(): "INT", pa.string(): "STRING", pa.binary(): "BYTES",
+             pa.bool_(): "BOOLEAN"}
+    if t not in names:
+        raise TypeError(f"no Flink SQL type for {t}")
+    return names[t]
+
+
+def flink_columns(schema: pa.Schema) -> str:
+    """``name TYPE, ...`` for a Flink DDL: the sink tables are declared from these schemas, nowhere else."""
+    return ", ".join(f"`{f.name}` {_flink_type(f.type)}" for f in schema)
 
 
 def partition_of(event_time_ms: int) -> tuple[str, str]:

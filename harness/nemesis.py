@@ -3,19 +3,30 @@
 A nemesis has ``inject`` and ``heal``; a ``Schedule`` says when (fixed, seeded-random, repeated) and
 ``NemesisRunner`` runs it in a thread beside the workload, always healing everything at the end (Jepsen's
 final heal) so the pipeline can be judged after it has had every chance to recover.
+
+A fault counts only when the run proves it reached the job: before each inject the runner lets the nemesis
+``observe`` the job (where its tasks run, its restarts, checkpoints, offsets), again just before the heal
+(``observe_end``), and after the heal ``verify`` compares and returns a ``Verification`` -- recorded in the
+timeline as phase ``verify`` with ``effective``, ``evidence`` and ``why``.  ``NemesisRunner.ineffective()``
+lists the faults that did not reach the job (the scenario runner fails them as INEFFECTIVE_FAULT).
 """
 
 from __future__ import annotations
 
 import abc
+import json
 import random
+import re
+import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from harness.pipeline import Pipeline
     from harness.stack import Stack
 
 
@@ -28,15 +39,358 @@ class Recovery(Protocol):
 @dataclass
 class FaultEvent:
     nemesis: str
-    phase: str            # inject | heal | error
+    phase: str            # inject | heal | verify | error
     wall_ms: int
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# --- evidence: did the fault reach the job? ---------------------------------------------------------------
+
+@dataclass
+class Verification:
+    """A fault's verdict on itself: ``effective`` only with ``evidence`` that it hit the job; ``why`` in words."""
+
+    effective: bool
+    evidence: dict[str, Any]
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"effective": self.effective, "evidence": self.evidence, "why": self.why}
+
+
+@dataclass
+class Observation:
+    """One fault's record for its own verification (each fault of a schedule is judged on its own): the job it
+    faced, what its nemesis saw before the inject and just before the heal, and the inject's detail."""
+
+    job_id: str | None
+    before: dict[str, Any] = field(default_factory=dict)
+    end: dict[str, Any] = field(default_factory=dict)
+    inject: dict[str, Any] = field(default_factory=dict)
+    inject_ms: int = 0
+    heal_ms: int = 0
+
+
+NO_JOB = "no job to observe"
+
+
+class JobProbe:
+    """The nemeses' read-only view of the job under fault: which job (``job_id``, a callable because a resume
+    changes it), its consumer group, Flink's REST (through ``Pipeline``'s read-only helpers), the job's
+    committed offsets, and which stack member hosts its tasks."""
+
+    def __init__(self, stack: Stack, job_id: Callable[[], str | None] | None = None,
+                 consumer_group: Callable[[], str | None] | None = None) -> None:
+        from harness.pipeline import Pipeline
+
+        self.stack = stack
+        self._job_id = job_id or (lambda: None)
+        self._group = consumer_group or (lambda: None)
+        self.flink: Pipeline = Pipeline(stack)      # only its read-only REST helpers are used
+
+    @classmethod
+    def for_run(cls, stack: Stack, job: Callable[[], str | None] | None = None,
+                recovery: object | None = None) -> JobProbe:
+        """``job`` if given, else the job of ``recovery`` when it is a Pipeline (``current_job_id``); the
+        consumer group from the Pipeline's current config."""
+        if job is None and hasattr(recovery, "current_job_id"):
+            job = lambda: getattr(recovery, "current_job_id", None)  # noqa: E731
+
+        def group() -> str | None:
+            cfg = getattr(recovery, "current_config", None)
+            return recovery.consumer_group(cfg) if cfg is not None and hasattr(recovery, "consumer_group") \
+                else None  # type: ignore[union-attr]
+
+        return cls(stack, job, group)
+
+    def job_id(self) -> str | None:
+        return self._job_id()
+
+    def consumer_group(self) -> str | None:
+        return self._group()
+
+    # --- where the job runs ----------------------------------------------------------------------------
+    def taskmanager_members(self) -> list[str]:
+        return [m for m in self.stack["flink"].members() if m.startswith("taskmanager")]
+
+    def member_ports(self) -> dict[str, set[int]]:
+        """The TCP ports each running TaskManager member listens on (its RPC and data ports)."""
+        import psutil
+
+        out: dict[str, set[int]] = {}
+        for m in self.taskmanager_members():
+            proc = self.stack["flink"].processes[m]
+            if proc.pid is None or not proc.running():
+                continue
+            try:
+                root = psutil.Process(proc.pid)
+                procs = [root, *root.children(recursive=True)]
+                out[m] = {c.laddr.port for q in procs for c in q.net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                continue
+        return out
+
+    def _member_by_log(self, taskmanager_id: str) -> str | None:
+        """Fallback: the member whose log names this resource id (a TaskManager logs it at start)."""
+        for m in self.taskmanager_members():
+            log_file = self.stack["flink"].processes[m].log_file
+            try:
+                if taskmanager_id in log_file.read_text(errors="replace"):
+                    return m
+            except OSError:
+                continue
+        return None
+
+    def placement(self, job_id: str) -> dict[str, Any]:
+        """Which members host a task of the job: ``{"hosting": {member: [vertex, ...]}, "unmapped": [...],
+        "taskmanager_ids": {member: resource id}}``."""
+        locations = self.flink.task_locations(job_id)
+        registered = self.flink.taskmanagers()
+        by_id = map_taskmanagers(locations, registered, self.member_ports())
+        for loc in locations:
+            tm_id = loc.get("taskmanager_id")
+            if tm_id and tm_id not in by_id:
+                member = self._member_by_log(tm_id)
+                if member:
+                    by_id[tm_id] = member
+        return hosting_members(locations, by_id)
+
+    # --- what the job did ------------------------------------------------------------------------------
+    def restart_marks(self, job_id: str) -> dict[str, Any]:
+        job = self.flink.job_details(job_id)
+        failures = self.flink.exception_history(job_id)
+        return {"state": job.get("state"), "restarting_ms": int((job.get("timestamps") or {}).get("RESTARTING") or 0),
+                "num_restarts": self.flink.restart_count(job_id), "failures": len(failures),
+                "last_failure_ms": max((int(f.get("timestamp") or 0) for f in failures), default=0)}
+
+    def failures_since(self, job_id: str, since_ms: int) -> list[dict[str, Any]]:
+        return [{"timestamp": f.get("timestamp"), "exception": f.get("exceptionName"),
+                 "taskmanager_id": f.get("taskManagerId"), "task": (f.get("taskName") or "")[:80]}
+                for f in self.flink.exception_history(job_id) if int(f.get("timestamp") or 0) >= since_ms]
+
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        stats = self.flink.checkpoint_stats(job_id)
+        counts = stats.get("counts") or {}
+        latest = stats.get("latest") or {}
+        return {"completed": counts.get("completed"), "failed": counts.get("failed"),
+                "latest_completed": ((latest.get("completed") or {}).get("id")),
+                "latest_failed": ((latest.get("failed") or {}).get("id")),
+                "history": [{k: c.get(k) for k in ("id", "status", "trigger_timestamp", "end_to_end_duration",
+                                                   "failure_message")} for c in stats.get("history", [])]}
+
+    def offsets(self, timeout: float = 3) -> dict[str, Any]:
+        """The topic's end offsets and the job's committed offsets, straight from the brokers (not through
+        the job's proxied route); ``{"error": ...}`` while the brokers cannot answer."""
+        from harness import kafka_client
+
+        bootstrap, topic = self.stack.kafka.bootstrap, self.stack.config.kafka.topic
+        try:
+            out: dict[str, Any] = {"ends": kafka_client.end_offsets(bootstrap, topic, timeout=timeout)}
+            group = self.consumer_group()
+            if group:
+                out["committed"] = kafka_client.committed_offsets(bootstrap, group, topic, timeout=timeout)
+            return out
+        except Exception as exc:  # noqa: BLE001 - the broker may be down or paused: a gap, not an error
+            return {"error": str(exc)[:300]}
+
+    def log_sizes(self) -> dict[str, int]:
+        """Bytes in each TaskManager's log now (to read only what it logs during a fault)."""
+        out = {}
+        for m in self.taskmanager_members():
+            try:
+                out[m] = self.stack["flink"].processes[m].log_file.stat().st_size
+            except OSError:
+                out[m] = 0
+        return out
+
+    def log_since(self, sizes: dict[str, int]) -> dict[str, str]:
+        out = {}
+        for m, size in sizes.items():
+            try:
+                with open(self.stack["flink"].processes[m].log_file, "rb") as fh:
+                    fh.seek(size)
+                    out[m] = fh.read(4 * 1024 * 1024).decode("utf-8", "replace")
+            except OSError:
+                continue
+        return out
+
+
+# --- pure parts of the evidence (unit-tested with recorded REST JSON) ----------------------------------------
+
+def _ports_of(value: str | None) -> set[int]:
+    """Ports named in a TaskManager id (``127.0.0.1:38651-4f2a1c``), an RPC path or an endpoint."""
+    return {int(p) for p in re.findall(r":(\d{2,5})(?=\D|$)", value or "")}
+
+
+def map_taskmanagers(locations: list[dict[str, Any]], registered: list[dict[str, Any]],
+                     member_ports: dict[str, set[int]]) -> dict[str, str]:
+    """TaskManager resource id -> stack member, by the ports the member's JVM listens on: the RPC port in the
+    resource id and in ``/taskmanagers``' ``path``, the data port in ``dataPort`` and in a task's endpoint."""
+    ports_by_id: dict[str, set[int]] = {}
+    for tm in registered:
+        ports_by_id.setdefault(tm["id"], set()).update(_ports_of(tm["id"]) | _ports_of(tm.get("path"))
+                                                        | ({int(tm["dataPort"])} if tm.get("dataPort") else set()))
+    for loc in locations:
+        if loc.get("taskmanager_id"):
+            ports_by_id.setdefault(loc["taskmanager_id"], set()).update(
+                _ports_of(loc["taskmanager_id"]) | _ports_of(loc.get("endpoint")))
+    out = {}
+    for tm_id, ports in ports_by_id.items():
+        owners = [m for m, listening in member_ports.items() if ports & listening]
+        if len(owners) == 1:
+            out[tm_id] = owners[0]
+    return out
+
+
+def hosting_members(locations: list[dict[str, Any]], member_of: dict[str, str]) -> dict[str, Any]:
+    """Group the job's task locations by stack member; ids no member could be found for are ``unmapped``."""
+    hosting: dict[str, list[str]] = {}
+    ids: dict[str, str] = {}
+    unmapped: list[str] = []
+    for loc in locations:
+        tm_id = loc.get("taskmanager_id")
+        if not tm_id:
+            continue
+        member = member_of.get(tm_id)
+        if member is None:
+            if tm_id not in unmapped:
+                unmapped.append(tm_id)
+            continue
+        ids[member] = tm_id
+        if loc.get("vertex") not in hosting.setdefault(member, []):
+            hosting[member].append(loc.get("vertex", ""))
+    return {"hosting": hosting, "taskmanager_ids": ids, "unmapped": unmapped}
+
+
+def restarted_since(before: dict[str, Any], after: dict[str, Any], failures: list[dict[str, Any]],
+                    inject_ms: int) -> dict[str, Any]:
+    """Did the job fail over since the inject?  A new entry in its exception history, a RESTARTING state
+    entered after the inject, or a higher ``numRestarts``."""
+    nb, na = before.get("num_restarts"), after.get("num_restarts")
+    reasons = []
+    if failures:
+        reasons.append(f"{len(failures)} failure(s) in the job's exception history since the inject")
+    if int(after.get("restarting_ms") or 0) >= inject_ms:
+        reasons.append("the job entered RESTARTING after the inject")
+    if nb is not None and na is not None and na > nb:
+        reasons.append(f"numRestarts rose {nb} -> {na}")
+    return {"restarted": bool(reasons), "reasons": reasons, "num_restarts": [nb, na],
+            "failures": failures[:5]}
+
+
+def checkpoint_status(history: list[dict[str, Any]], checkpoint_id: int) -> str | None:
+    """The status of one checkpoint in a checkpoint history (None: not in it)."""
+    return next((str(c.get("status")) for c in history if c.get("id") == checkpoint_id), None)
+
+
+def checkpoints_hit(history: list[dict[str, Any]], baseline: list[dict[str, Any]], inject_ms: int,
+                    heal_ms: int) -> dict[str, Any]:
+    """Checkpoints running while the fault was on that failed, were much slower than before it, or were held
+    until its heal (as tests/test_network.py judges S3 faults).  ``baseline``: the history before the inject."""
+    normal = [int(c["end_to_end_duration"]) for c in baseline
+              if c.get("status") == "COMPLETED" and c.get("end_to_end_duration") is not None
+              and int(c.get("trigger_timestamp") or 0) < inject_ms]
+    median = statistics.median(normal) if normal else None
+    slow_ms = max(2000, 3 * int(median)) if median is not None else 2000
+    hit = []
+    for c in history:
+        trig, dur = int(c.get("trigger_timestamp") or 0), c.get("end_to_end_duration")
+        end = trig + int(dur or 0)
+        if trig > heal_ms - 500 or end < inject_ms or c.get("status") == "IN_PROGRESS":
+            continue
+        if c.get("status") == "FAILED":
+            hit.append({**c, "hit": "failed"})
+        elif dur is not None and int(dur) >= slow_ms:
+            hit.append({**c, "hit": f"took {dur} ms (normal {median} ms)"})
+        elif end >= heal_ms - 1000 and trig < heal_ms - 1000:
+            hit.append({**c, "hit": "held until the heal"})
+    pending = [c.get("id") for c in history if c.get("status") == "IN_PROGRESS"]
+    return {"hit": hit, "normal_ms": median, "slow_ms": slow_ms, "in_progress": pending}
+
+
+def offsets_frozen(before: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """The job committed no offset between two readings while the topic kept growing."""
+    if "error" in before or "error" in end or "committed" not in before or "committed" not in end:
+        return {"frozen": False, "readable": False}
+    grew = sum(end["ends"].values()) - sum(before["ends"].values())
+    moved = sum(max(0, v) for v in end["committed"].values()) - sum(max(0, v) for v in before["committed"].values())
+    return {"frozen": grew > 0 and moved == 0, "readable": True, "topic_grew": grew, "committed_moved": moved}
+
+
+#: what a Kafka client inside a TaskManager logs when its broker connection breaks
+KAFKA_CLIENT_ERRORS = re.compile(
+    r"could not be established|Node may not be available|Disconnecting from node|being disconnected"
+    r"|Error sending fetch request|DisconnectException|Broker may not be available|Connection refused"
+    r"|Failed to commit|commit .*failed|terminated during authentication|Request timed out")
+
+
+def kafka_errors_in(logs: dict[str, str]) -> dict[str, Any]:
+    lines = [f"{m}: {ln.strip()[:240]}" for m, text in logs.items() for ln in text.splitlines()
+             if KAFKA_CLIENT_ERRORS.search(ln)]
+    return {"count": len(lines), "sample": lines[:3]}
+
+
+def accepted_connections(log_text: str, routes: Iterable[str], since_ms: int, until_ms: int) -> int:
+    """Connections Toxiproxy accepted on ``routes`` in a window (its log has second resolution)."""
+    names, count = set(routes), 0
+    for line in log_text.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+            when_ms = int(datetime.fromisoformat(entry["time"]).timestamp() * 1000)
+        except (ValueError, KeyError):
+            continue
+        if entry.get("message") == "Accepted client" and entry.get("name") in names and \
+                since_ms // 1000 * 1000 < when_ms <= until_ms:
+            count += 1
+    return count
+
+
+def resent_changes(values: list[tuple[int, int, bytes | None]], first_new: dict[int, int]) -> dict[str, Any]:
+    """Debezium re-sends: change events with the same (source.file, source.pos, source.row, op) more than once,
+    at least one copy written at or after ``first_new`` (the topic end when the fault began)."""
+    seen: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+    for partition, offset, value in values:
+        if not value:
+            continue
+        try:
+            env = json.loads(value)
+            src = env["source"]
+            ident = (src.get("file"), src.get("pos"), src.get("row"), env.get("op"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        seen.setdefault(ident, []).append((partition, offset))
+    dup = {k: v for k, v in seen.items() if len(v) > 1 and any(o >= first_new.get(p, 0) for p, o in v)}
+    sample = [{"source": list(k[:3]), "op": k[3], "at": v} for k, v in list(dup.items())[:3]]
+    return {"resent": len(dup), "sample": sample}
+
+
+def poll_evidence(check: Callable[[], Verification], timeout_s: float, interval_s: float = 0.5) -> Verification:
+    """Ask ``check`` until it finds the fault effective or ``timeout_s`` passes; the last answer stands."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = check()
+        except Exception as exc:  # noqa: BLE001 - a probe failing mid-recovery is retried
+            result = Verification(False, {"error": str(exc)[:500]}, f"could not gather evidence: {exc}"[:300])
+        if result.effective or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval_s)
+
+
 class Nemesis(abc.ABC):
-    """One kind of fault. ``inject`` breaks something; ``heal`` restores it (idempotent)."""
+    """One kind of fault. ``inject`` breaks something; ``heal`` restores it (idempotent).
+
+    Evidence (optional for a nemesis of a test's own, required of every built-in one): ``observe`` records
+    the job's state just before the inject (and may steer the inject's target), ``observe_end`` just before
+    the heal, and ``verify`` decides after the heal whether the fault reached the job.  A nemesis whose
+    ``verify`` returns None claims nothing and gets no ``verify`` event."""
 
     name = "nemesis"
+    #: how long ``verify`` keeps looking for evidence after the heal (the job notices some faults late)
+    verify_timeout_s = 20.0
 
     @abc.abstractmethod
     def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]: ...
@@ -44,8 +398,123 @@ class Nemesis(abc.ABC):
     @abc.abstractmethod
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]: ...
 
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return {}
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        return {}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        return None
+
     def __repr__(self) -> str:
         return self.name
+
+
+# --- shared evidence ----------------------------------------------------------------------------------------
+
+def _job_state(probe: JobProbe, job_id: str) -> dict[str, Any]:
+    """Restart marks, checkpoint statistics and committed offsets of the job: the "before" of most faults."""
+    return {"restarts": probe.restart_marks(job_id), "checkpoints": probe.checkpoints(job_id)}
+
+
+def _failover(probe: JobProbe, obs: Observation) -> dict[str, Any]:
+    assert obs.job_id is not None
+    return restarted_since(obs.before.get("restarts", {}), probe.restart_marks(obs.job_id),
+                           probe.failures_since(obs.job_id, obs.inject_ms), obs.inject_ms)
+
+
+def _checkpoint_evidence(probe: JobProbe, obs: Observation) -> Verification:
+    """S3 faults: a checkpoint that overlapped the fault failed, was slow or was held until the heal, or the
+    job failed over."""
+    assert obs.job_id is not None
+    now = probe.checkpoints(obs.job_id)
+    hit = checkpoints_hit(now["history"], obs.before.get("checkpoints", {}).get("history", []), obs.inject_ms,
+                          obs.heal_ms)
+    failed_before = obs.before.get("checkpoints", {}).get("failed")
+    failed_rose = failed_before is not None and (now.get("failed") or 0) > failed_before
+    restart = _failover(probe, obs)
+    evidence = {"checkpoints_hit": hit["hit"][:5], "normal_ms": hit["normal_ms"], "slow_ms": hit["slow_ms"],
+                "failed_count": [failed_before, now.get("failed")], "failover": restart}
+    if hit["hit"]:
+        return Verification(True, evidence, f"{len(hit['hit'])} checkpoint(s) overlapping the fault were hit: "
+                            + "; ".join(f"{c['id']} {c['hit']}" for c in hit["hit"][:3]))
+    if failed_rose:
+        return Verification(True, evidence, f"failed checkpoints rose {failed_before} -> {now.get('failed')}")
+    if restart["restarted"]:
+        return Verification(True, evidence, "the job failed over: " + "; ".join(restart["reasons"]))
+    wait = f" (still in progress: {hit['in_progress']})" if hit["in_progress"] else ""
+    return Verification(False, evidence, "no checkpoint overlapping the fault failed or slowed, and the job did "
+                        f"not fail over{wait}")
+
+
+def _kafka_before(probe: JobProbe) -> dict[str, Any]:
+    return {"offsets": probe.offsets(), "log_sizes": probe.log_sizes()}
+
+
+def _kafka_evidence(stack: Stack, probe: JobProbe, obs: Observation, proxy_routes: list[str] | None = None,
+                    lag_after: bool = False) -> Verification:
+    """Faults on the job's Kafka side: its committed offsets froze while the topic grew, its Kafka clients
+    logged broken connections, the proxy saw it reconnect, or (``lag_after``) its lag had grown at the heal."""
+    frozen = offsets_frozen(obs.before.get("offsets", {}), obs.end.get("offsets", {}))
+    errors = kafka_errors_in(probe.log_since(obs.before.get("log_sizes", {})))
+    evidence: dict[str, Any] = {"offsets": frozen, "client_errors": errors}
+    reasons = []
+    if frozen["frozen"]:
+        reasons.append(f"the job committed no offset during the fault while the topic grew by "
+                       f"{frozen['topic_grew']} records")
+    if errors["count"]:
+        reasons.append(f"the job's Kafka clients logged {errors['count']} broken-connection line(s)")
+    if proxy_routes:
+        try:
+            text = (stack.proxy.dir / "server.log").read_text(errors="replace")
+            accepted = accepted_connections(text, proxy_routes, obs.inject_ms, obs.heal_ms)
+        except OSError:
+            accepted = 0
+        evidence["proxy_accepted_in_fault"] = accepted
+        if accepted and obs.inject.get("toxic") in ("reset_peer", "timeout"):
+            reasons.append(f"the job reconnected {accepted} time(s) through the proxy during the fault")
+    if lag_after:
+        lag_before, lag_end = _lag(obs.before.get("offsets", {})), obs.end.get("lag_at_heal")
+        evidence["lag"] = [lag_before, lag_end]
+        if lag_before is not None and lag_end is not None and lag_end > 2 * lag_before + 50:
+            reasons.append(f"the job's lag grew {lag_before} -> {lag_end} over the fault")
+    if reasons:
+        return Verification(True, evidence, "; ".join(reasons))
+    return Verification(False, evidence, "the job's offsets kept moving and its Kafka clients logged no broken "
+                        "connection" + ("" if frozen["readable"] else " (offsets unreadable during the fault)"))
+
+
+def _lag(offsets: dict[str, Any]) -> int | None:
+    if "committed" not in offsets or "ends" not in offsets:
+        return None
+    return sum(max(0, e - max(0, offsets["committed"].get(p, -1))) for p, e in offsets["ends"].items())
+
+
+def _taskmanager_evidence(probe: JobProbe, obs: Observation, targets: list[str],
+                          stalled: dict[str, Any] | None = None) -> Verification:
+    """A TaskManager fault reached the job when the TaskManager hosted one of its tasks and the job failed
+    over (or, for a pause, ``stalled``: completed no checkpoint while paused)."""
+    hosting = obs.before.get("placement", {}).get("hosting", {})
+    hit = sorted(set(targets) & set(hosting))
+    evidence: dict[str, Any] = {"targets": targets, "hosting": hosting,
+                                "unmapped": obs.before.get("placement", {}).get("unmapped", [])}
+    if not hit:
+        evidence["failover"] = _failover(probe, obs)
+        where = ", ".join(sorted(hosting)) or "an unknown TaskManager"
+        return Verification(False, evidence, f"{', '.join(targets) or 'nothing'} hosted no task of job "
+                            f"{obs.job_id} (its tasks ran on {where})")
+    restart = evidence["failover"] = _failover(probe, obs)
+    if restart["restarted"]:
+        return Verification(True, evidence, f"{', '.join(hit)} hosted the job's tasks and the job failed over: "
+                            + "; ".join(restart["reasons"]))
+    if stalled and stalled.get("stalled"):
+        evidence["checkpoints"] = stalled
+        return Verification(True, evidence, f"{', '.join(hit)} hosted the job's tasks and no checkpoint "
+                            "completed while it was paused")
+    evidence["checkpoints"] = stalled
+    return Verification(False, evidence, f"{', '.join(hit)} hosted the job's tasks, but the job did not fail over"
+                        + (" and its checkpoints kept completing" if stalled is not None else ""))
 
 
 class ProcessKill(Nemesis):
@@ -80,33 +549,103 @@ class ProcessKill(Nemesis):
         return {"restarted": self._killed}
 
 
+#: which TaskManager a TaskManager fault takes: ``job`` one hosting a task of the job (a seeded choice among
+#: them; a random one when the job's placement is unknown), ``idle`` one hosting none (to test the evidence),
+#: ``random`` any (the old behaviour)
+TM_TARGETS = ("job", "idle", "random")
+
+
+def _choose_taskmanager(tms: list[str], placement: dict[str, Any] | None, target: str,
+                        rng: random.Random) -> tuple[str, str]:
+    """(member, how it was chosen) for a TaskManager fault."""
+    if target not in TM_TARGETS:
+        raise ValueError(f"unknown TaskManager target {target!r}; use one of {TM_TARGETS}")
+    hosting = sorted(m for m in (placement or {}).get("hosting", {}) if m in tms)
+    if target == "job" and hosting:
+        return rng.choice(hosting), "hosts the job's tasks"
+    if target == "idle":
+        idle = sorted(m for m in tms if m not in hosting)
+        if placement is None or not idle:
+            raise RuntimeError(f"no idle TaskManager to target (placement {placement}); members {tms}")
+        return rng.choice(idle), "hosts no task of the job"
+    return rng.choice(sorted(tms)), "random" if target == "random" else "random: the job's placement is unknown"
+
+
 class TaskManagerKill(ProcessKill):
-    """SIGKILL one TaskManager (a seeded choice) or all; with ``during_checkpoint`` the kill waits until a
-    checkpoint of the running job is in flight, so it lands between the barrier and the commit (the window
-    in which a sink's pending files exist but are not yet committed)."""
+    """SIGKILL the TaskManager hosting the job's tasks (``target="job"``, a seeded choice if several do) or
+    all; with ``during_checkpoint`` the kill waits until a checkpoint of the running job is in flight, so it
+    lands between the barrier and the commit (the window in which a sink's pending files exist but are not yet
+    committed).  Effective when the killed TaskManager hosted a task of the job and the job failed over (and,
+    ``during_checkpoint``, the checkpoint in flight did not complete)."""
 
     name = "taskmanager-kill"
     component = "flink"
 
-    def __init__(self, all_members: bool = False, during_checkpoint: bool = False, wait_s: float = 20.0) -> None:
+    def __init__(self, all_members: bool = False, during_checkpoint: bool = False, wait_s: float = 20.0,
+                 target: str = "job") -> None:
         super().__init__(all_members=all_members)
+        if target not in TM_TARGETS:
+            raise ValueError(f"unknown TaskManager target {target!r}; use one of {TM_TARGETS}")
         self.during_checkpoint = during_checkpoint
         self.wait_s = wait_s
+        self.target = target
+        self._placement: dict[str, Any] | None = None
+        self._job_id: str | None = None
+        self._chosen = ""
         if during_checkpoint:
             self.name = "taskmanager-kill-in-checkpoint"
 
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        self._job_id = job_id
+        self._placement = probe.placement(job_id)
+        return {"placement": self._placement, **_job_state(probe, job_id)}
+
     def _targets(self, stack: Stack, rng: random.Random) -> list[str]:
         tms = [m for m in stack["flink"].members() if m.startswith("taskmanager")]
-        return tms if self.all_members else [rng.choice(tms)]
+        if self.all_members:
+            self._chosen = "all"
+            return tms
+        member, self._chosen = _choose_taskmanager(tms, self._placement, self.target, rng)
+        return [member]
 
     def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
-        hit = wait_for_checkpoint_in_flight(stack.flink.rest_url, self.wait_s) if self.during_checkpoint else {}
-        return {**super().inject(stack, rng), **hit}
+        hit = wait_for_checkpoint_in_flight(stack.flink.rest_url, self.wait_s, self._job_id) \
+            if self.during_checkpoint else {}
+        out = {**super().inject(stack, rng), **hit, "target": self.target, "chosen": self._chosen}
+        self._placement = None     # a placement is good for one inject only
+        return out
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        killed = list(obs.inject.get("killed", []))
+        in_flight = obs.inject.get("checkpoint_in_flight")
+
+        def check() -> Verification:
+            v = _taskmanager_evidence(probe, obs, killed)
+            if not v.effective or not self.during_checkpoint:
+                return v
+            assert obs.job_id is not None
+            cps = probe.checkpoints(obs.job_id)
+            status = checkpoint_status(cps["history"], int(in_flight)) if in_flight is not None else None
+            v.evidence["checkpoint_in_flight"] = {"id": in_flight, "status": status,
+                                                  "latest_failed": cps["latest_failed"]}
+            if in_flight is None:
+                return Verification(False, v.evidence, "no checkpoint was in flight at the kill")
+            if status == "COMPLETED":
+                return Verification(False, v.evidence, f"checkpoint {in_flight}, in flight at the kill, completed "
+                                    "anyway: the kill did not land inside it")
+            if status == "IN_PROGRESS":
+                return Verification(False, v.evidence, f"checkpoint {in_flight} is still in progress")
+            return Verification(True, v.evidence, f"{v.why}; checkpoint {in_flight}, in flight at the kill, "
+                                f"did not complete ({status or 'not in the history'})")
+
+        hosted = set(killed) & set(obs.before.get("placement", {}).get("hosting", {}))
+        return poll_evidence(check, self.verify_timeout_s if hosted else 0)
 
 
-def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float) -> dict[str, Any]:
-    """Poll the running job's checkpoint statistics until one is IN_PROGRESS; raise if none is seen in time
-    (then the fault would not test what it claims, and the scenario must not pass as if it had)."""
+def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float, job_id: str | None = None) -> dict[str, Any]:
+    """Poll the running job's (``job_id``'s, else any running job's) checkpoint statistics until one is
+    IN_PROGRESS; raise if none is seen in time (then the fault would not test what it claims, and the scenario
+    must not pass as if it had)."""
     import requests
 
     deadline = time.monotonic() + timeout_s
@@ -114,8 +653,11 @@ def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float) -> dict[str, 
     while time.monotonic() < deadline:
         polls += 1
         try:
-            jobs = requests.get(f"{rest_url}/jobs/overview", timeout=2).json()["jobs"]
-            running = [j["jid"] for j in jobs if j["state"] == "RUNNING"]
+            if job_id is not None:
+                running = [job_id]
+            else:
+                jobs = requests.get(f"{rest_url}/jobs/overview", timeout=2).json()["jobs"]
+                running = [j["jid"] for j in jobs if j["state"] == "RUNNING"]
             for jid in running:
                 stats = requests.get(f"{rest_url}/jobs/{jid}/checkpoints", timeout=2).json()
                 pending = [c for c in stats.get("history", []) if c.get("status") == "IN_PROGRESS"]
@@ -128,7 +670,8 @@ def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float) -> dict[str, 
 
 
 class JobManagerKill(ProcessKill):
-    """Kill the JobManager; on heal restart it and resume the job from its latest retained checkpoint."""
+    """Kill the JobManager; on heal restart it and resume the job from its latest retained checkpoint.
+    Effective when a new job is running after the heal (the old one was lost with the JobManager)."""
 
     name = "jobmanager-kill"
     component = "flink"
@@ -141,10 +684,27 @@ class JobManagerKill(ProcessKill):
             out["resumed"] = True
         return out
 
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        def check() -> Verification:
+            now = probe.job_id()
+            running = probe.flink.running_job_ids()
+            evidence = {"job_before": obs.job_id, "job_after": now, "running": running}
+            if now is not None and now != obs.job_id and now in running:
+                return Verification(True, evidence, f"job {obs.job_id} was lost with the JobManager and {now} "
+                                    "resumed it")
+            if obs.job_id in running:
+                return Verification(False, evidence, f"job {obs.job_id} is still running: the JobManager kill "
+                                    "did not take it")
+            return Verification(False, evidence, "no resumed job is running after the heal")
+
+        return poll_evidence(check, self.verify_timeout_s)
+
 
 class BrokerKill(ProcessKill):
     """SIGKILL a broker; with ``partition_leader`` the one leading a (seeded) partition of the CDC topic
-    (3-broker mode: the hard bounce of a leader, as Kafka's own system tests do)."""
+    (3-broker mode: the hard bounce of a leader, as Kafka's own system tests do).  Effective when leadership
+    of that partition moved (leader kill), or the job's Kafka side shows the fault (its offsets froze, its
+    clients logged broken connections, its lag grew)."""
 
     name = "broker-kill"
     component = "kafka"
@@ -168,50 +728,218 @@ class BrokerKill(ProcessKill):
         out = super().inject(stack, rng)
         return {**out, "partition": self.partition} if self.partition_leader else out
 
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return _kafka_before(probe)
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        return _kafka_end(stack, probe, leaders=self.partition_leader)
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        if self.partition_leader:
+            part, killed = obs.inject.get("partition"), obs.inject.get("killed", [None])[0]
+            now = obs.end.get("leaders") or {}
+            moved = now.get(part) if part is not None else None
+            evidence = {"partition": part, "killed_leader": killed, "leader_during_fault": moved}
+            if moved and moved != killed:
+                return Verification(True, evidence, f"leadership of partition {part} moved {killed} -> {moved}")
+            return Verification(False, evidence, f"leadership of partition {part} did not move off {killed} "
+                                f"during the fault (leader then: {moved})")
+        return poll_evidence(lambda: _kafka_evidence(stack, probe, obs, lag_after=True), self.verify_timeout_s)
+
+
+def _kafka_end(stack: Stack, probe: JobProbe, leaders: bool = False) -> dict[str, Any]:
+    """Just before the heal: offsets (with a short timeout: the broker may be down) and partition leaders."""
+    out: dict[str, Any] = {"offsets": probe.offsets(timeout=2)}
+    if leaders:
+        try:
+            out["leaders"] = stack.kafka.partition_leaders()
+        except Exception as exc:  # noqa: BLE001 - no quorum for a moment is a gap, not an error
+            out["leaders_error"] = str(exc)[:300]
+    return out
+
 
 class ConnectKill(ProcessKill):
-    """Kill the Connect worker mid-stream: Debezium re-sends changes after restart; the lake must not."""
+    """Kill the Connect worker mid-stream: Debezium re-sends changes after restart; the lake must not.
+    Effective when the topic holds re-sent change events (same binlog file, position, row and op twice, one
+    copy written after the kill), or else when the connector's task runs again on the restarted worker."""
 
     name = "connect-kill"
     component = "connect"
+    #: records per partition before the kill to look for the originals of re-sent changes in
+    lookback = 20_000
 
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
         out = super().heal(stack, recovery)
         stack.connect.wait_connector_running()
         return out
 
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return {"offsets": probe.offsets()}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        from harness import kafka_client
+
+        first_new = obs.before.get("offsets", {}).get("ends")
+        if not first_new:
+            return Verification(False, {"offsets": obs.before.get("offsets")}, "the topic end at the kill is unknown")
+        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+        start = {p: max(0, e - self.lookback) for p, e in first_new.items()}
+        old_pid = (obs.inject.get("pids") or {}).get("worker")
+
+        def check() -> Verification:
+            ends = kafka_client.end_offsets(bootstrap, topic, timeout=5)
+            records = kafka_client.read_range(bootstrap, topic, start, ends, timeout=30)
+            resent = resent_changes([(r.partition, r.offset, r.value) for r in records], first_new)
+            status = stack.connect.connector_status()
+            tasks = [{"id": t.get("id"), "state": t.get("state"), "worker": t.get("worker_id")}
+                     for t in status.get("tasks", [])]
+            evidence = {"resent": resent, "tasks": tasks, "worker_pid": [old_pid, stack.connect.pids().get("worker")],
+                        "topic_grew_after_kill": sum(ends.values()) - sum(first_new.values())}
+            if resent["resent"]:
+                return Verification(True, evidence, f"Debezium re-sent {resent['resent']} change(s) after the "
+                                    "Connect restart")
+            return Verification(False, evidence, "no change event was re-sent after the Connect restart")
+
+        v = poll_evidence(check, self.verify_timeout_s)
+        ev = v.evidence
+        if not v.effective and ev.get("tasks") and all(t["state"] == "RUNNING" for t in ev["tasks"]) and \
+                ev["worker_pid"][0] != ev["worker_pid"][1] and ev.get("topic_grew_after_kill", 0) > 0:
+            return Verification(True, ev, "the connector's task was restarted on the new worker (pid "
+                                f"{ev['worker_pid'][0]} -> {ev['worker_pid'][1]}) and streams again; no change "
+                                "needed re-sending")
+        return v
+
 
 class DatabaseRestart(ProcessKill):
+    """SIGKILL the database server, restart it.  Effective when the server really restarted (its uptime is
+    younger than the fault) and Debezium reconnected (the connector and its task RUNNING after)."""
+
     name = "database-restart"
     component = "database"
 
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        def check() -> Verification:
+            with stack.database.root_connection() as conn, conn.cursor() as cur:
+                cur.execute("SHOW GLOBAL STATUS LIKE 'Uptime'")
+                row = cur.fetchone()
+            uptime = int(row[1]) if row else None
+            since_inject = (time.time() * 1000 - obs.inject_ms) / 1000
+            status = stack.connect.connector_status()
+            states = [status.get("connector", {}).get("state"), *(t.get("state") for t in status.get("tasks", []))]
+            evidence = {"uptime_s": uptime, "since_inject_s": round(since_inject, 1), "connector": states,
+                        "pid": [(obs.inject.get("pids") or {}).get("server"), stack.database.pids().get("server")]}
+            restarted = uptime is not None and uptime <= since_inject + 1
+            running = len(states) > 1 and all(s == "RUNNING" for s in states)
+            if restarted and running:
+                return Verification(True, evidence, f"the server restarted (up {uptime} s, fault began "
+                                    f"{since_inject:.0f} s ago) and the connector is RUNNING again")
+            return Verification(False, evidence, "the server did not restart" if not restarted else
+                                f"the connector is not RUNNING after the restart ({states})")
+
+        return poll_evidence(check, self.verify_timeout_s)
+
 
 class StorageOutage(ProcessKill):
-    """Take the S3 store away: checkpoints and uploads fail until it is back."""
+    """Take the S3 store away: checkpoints and uploads fail until it is back.  Effective when a checkpoint
+    overlapping the outage failed, was much slower than usual or was held until the heal, or the job failed
+    over."""
 
     name = "storage-outage"
     component = "s3"
 
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return _job_state(probe, job_id)
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        return poll_evidence(lambda: _checkpoint_evidence(probe, obs), self.verify_timeout_s)
+
 
 class Pause(Nemesis):
-    """SIGSTOP a member for the fault's duration (longer than heartbeat/session timeouts), then SIGCONT."""
+    """SIGSTOP a member for the fault's duration (longer than heartbeat/session timeouts), then SIGCONT.
 
-    def __init__(self, component: str, member: str | None = None) -> None:
+    For Flink, a TaskManager pause takes the TaskManager hosting the job's tasks (``target="job"``); a
+    TaskManager ``member`` is then only the fallback when the job's placement is unknown (``target="member"``
+    forces it).  Effective for Flink when the paused TaskManager hosted a task and the job failed over or
+    completed no checkpoint while paused; for Kafka when the job's Kafka side shows the fault; for the S3
+    store when its checkpoints were hit."""
+
+    def __init__(self, component: str, member: str | None = None, target: str = "job") -> None:
+        if target not in (*TM_TARGETS, "member"):
+            raise ValueError(f"unknown pause target {target!r}; use one of {(*TM_TARGETS, 'member')}")
         self.component = component
         self.member = member
+        self.target = target
         self.name = f"pause-{component}" + (f"-{member}" if member else "")
         self._paused: str | None = None
+        self._placement: dict[str, Any] | None = None
+
+    def _pauses_a_taskmanager(self) -> bool:
+        return self.component == "flink" and self.target != "member" and \
+            (self.member is None or self.member.startswith("taskmanager"))
+
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        if self.component == "flink":
+            self._placement = probe.placement(job_id) if self._pauses_a_taskmanager() else None
+            return {"placement": self._placement or {}, **_job_state(probe, job_id)}
+        if self.component == "kafka":
+            return _kafka_before(probe)
+        if self.component == "s3":
+            return _job_state(probe, job_id)
+        return {}
 
     def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
         comp = stack[self.component]
-        self._paused = self.member or rng.choice(comp.members())
+        chosen = "named"
+        if self._pauses_a_taskmanager() and (self._placement is not None or self.target != "job"
+                                             or self.member is None):
+            tms = [m for m in comp.members() if m.startswith("taskmanager")]
+            self._paused, chosen = _choose_taskmanager(tms, self._placement, self.target, rng)
+        else:
+            self._paused = self.member or rng.choice(comp.members())
+        self._placement = None
         comp.pause(self._paused)
-        return {"paused": self._paused}
+        return {"paused": self._paused, "target": self.target, "chosen": chosen}
 
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
         if self._paused is not None:
             stack[self.component].resume(self._paused)
         return {"resumed": self._paused}
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        if self.component == "flink" and obs.job_id is not None:
+            try:
+                return {"checkpoints": probe.checkpoints(obs.job_id)}
+            except Exception as exc:  # noqa: BLE001 - the JobManager may be the paused one
+                return {"error": str(exc)[:300]}
+        if self.component == "kafka":
+            return _kafka_end(stack, probe)
+        return {}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        paused = obs.inject.get("paused")
+        if self.component == "flink":
+            before = obs.before.get("checkpoints", {}).get("completed")
+            during = obs.end.get("checkpoints", {}).get("completed")
+            stalled = {"completed": [before, during],
+                       "stalled": before is not None and during is not None and during == before}
+            if paused == "jobmanager":
+                return poll_evidence(lambda: _jobmanager_pause_evidence(probe, obs, stalled), self.verify_timeout_s)
+            hosted = paused in obs.before.get("placement", {}).get("hosting", {})
+            return poll_evidence(lambda: _taskmanager_evidence(probe, obs, [paused] if paused else [], stalled),
+                                 self.verify_timeout_s if hosted else 0)
+        if self.component == "kafka":
+            return poll_evidence(lambda: _kafka_evidence(stack, probe, obs, lag_after=True), self.verify_timeout_s)
+        if self.component == "s3":
+            return poll_evidence(lambda: _checkpoint_evidence(probe, obs), self.verify_timeout_s)
+        return None
+
+
+def _jobmanager_pause_evidence(probe: JobProbe, obs: Observation, stalled: dict[str, Any]) -> Verification:
+    restart = _failover(probe, obs)
+    evidence = {"failover": restart, "checkpoints": stalled}
+    if restart["restarted"] or stalled["stalled"]:
+        return Verification(True, evidence, "the paused JobManager stalled the job's checkpoints or failed it over")
+    return Verification(False, evidence, "the job's checkpoints kept completing through the JobManager pause")
 
 
 @dataclass(frozen=True)
@@ -267,60 +995,142 @@ class Schedule:
 
 
 class NemesisRunner:
-    """Runs a schedule against a stack in a background thread and records the fault timeline."""
+    """Runs a schedule against a stack in a background thread and records the fault timeline.
 
-    def __init__(self, stack: Stack, schedule: Schedule, rng: random.Random, recovery: Recovery | None = None) -> None:
+    ``job`` says which job the faults are aimed at (a callable: a resume changes it); without it the job of
+    ``recovery`` when that is a Pipeline (its ``current_job_id``).  Each fault is observed before its inject
+    and just before its heal, and verified after its heal (in its own thread, so a slow verification does not
+    delay the next fault); ``finish`` waits for every verification."""
+
+    def __init__(self, stack: Stack, schedule: Schedule, rng: random.Random, recovery: Recovery | None = None,
+                 job: Callable[[], str | None] | None = None, probe: JobProbe | None = None) -> None:
         self.stack = stack
         self.schedule = schedule
         self.rng = rng
         self.recovery = recovery
+        self.probe = probe or JobProbe.for_run(stack, job=job, recovery=recovery)
         self.timeline: list[FaultEvent] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._active: list[Nemesis] = []
+        self._active: list[tuple[int, Nemesis, Observation]] = []
+        self._verifiers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.verifications: list[dict[str, Any]] = []
         self.errors: list[str] = []
 
     def _record(self, nemesis: Nemesis, phase: str, detail: dict[str, Any]) -> None:
-        self.timeline.append(FaultEvent(nemesis.name, phase, int(time.time() * 1000), detail))
+        with self._lock:
+            self.timeline.append(FaultEvent(nemesis.name, phase, int(time.time() * 1000), detail))
 
     def start(self, t0: float) -> None:
         self._thread = threading.Thread(target=self._run, args=(t0,), name="nemesis", daemon=True)
         self._thread.start()
 
     def _run(self, t0: float) -> None:
-        for fault in self.schedule.faults:
+        for index, fault in enumerate(self.schedule.faults):
             if self._wait_until(t0 + fault.at_s):
                 return
-            self._do(fault.nemesis, "inject")
-            self._active.append(fault.nemesis)
+            obs = self._observe(fault.nemesis)
+            self._do(fault.nemesis, "inject", obs)
+            self._active.append((index, fault.nemesis, obs))
             if self._wait_until(t0 + fault.at_s + fault.duration_s):
                 return
-            self._active.remove(fault.nemesis)
-            self._do(fault.nemesis, "heal")
+            self._active.remove((index, fault.nemesis, obs))
+            self._heal_and_verify(index, fault.nemesis, obs)
 
     def _wait_until(self, when: float) -> bool:
         return self._stop.wait(max(0.0, when - time.monotonic()))
 
-    def _do(self, nemesis: Nemesis, phase: str) -> None:
+    @staticmethod
+    def _verifies(nemesis: Nemesis) -> bool:
+        return type(nemesis).verify is not Nemesis.verify
+
+    def _observe(self, nemesis: Nemesis) -> Observation:
+        """The job's state just before this fault's inject (the "before" it is judged against)."""
+        obs = Observation(job_id=None)
+        if not self._verifies(nemesis):
+            return obs
         try:
-            detail = nemesis.inject(self.stack, self.rng) if phase == "inject" else nemesis.heal(self.stack,
-                                                                                               self.recovery)
+            obs.job_id = self.probe.job_id()
+            if obs.job_id is not None:
+                obs.before = nemesis.observe(self.stack, self.probe, obs.job_id)
+        except Exception as exc:  # noqa: BLE001 - no evidence of the before is itself recorded
+            obs.before = {"observe_error": str(exc)[:500]}
+        return obs
+
+    def _do(self, nemesis: Nemesis, phase: str, obs: Observation | None = None) -> bool:
+        try:
+            if phase == "inject":
+                assert obs is not None
+                obs.inject_ms = int(time.time() * 1000)
+                detail = nemesis.inject(self.stack, self.rng)
+                obs.inject = detail
+            else:
+                detail = nemesis.heal(self.stack, self.recovery)
             self._record(nemesis, phase, detail)
+            return True
         except Exception as exc:  # noqa: BLE001 - a failed fault is recorded; the final heal still runs
             self.errors.append(f"{nemesis.name} {phase}: {exc}")
             self._record(nemesis, "error", {"failed_phase": phase, "error": str(exc)[:2000]})
+            if phase == "inject" and obs is not None:
+                obs.inject = {"inject_error": str(exc)[:500]}
+            return False
 
-    def finish(self) -> None:
-        """Stop scheduling and heal whatever is still broken (the final heal)."""
+    def _heal_and_verify(self, index: int, nemesis: Nemesis, obs: Observation) -> None:
+        if self._verifies(nemesis) and obs.job_id is not None and "inject_error" not in obs.inject:
+            try:
+                obs.end = nemesis.observe_end(self.stack, self.probe, obs)
+            except Exception as exc:  # noqa: BLE001
+                obs.end = {"observe_error": str(exc)[:500]}
+        obs.heal_ms = int(time.time() * 1000)
+        self._do(nemesis, "heal")
+        if self._verifies(nemesis):
+            t = threading.Thread(target=self._verify, args=(index, nemesis, obs), name=f"verify-{index}",
+                                 daemon=True)
+            self._verifiers.append(t)
+            t.start()
+
+    def _verify(self, index: int, nemesis: Nemesis, obs: Observation) -> None:
+        if obs.job_id is None:
+            result = Verification(False, {}, NO_JOB)
+        elif "inject_error" in obs.inject:
+            result = Verification(False, {"inject": obs.inject}, f"the inject failed: {obs.inject['inject_error']}")
+        else:
+            try:
+                found = nemesis.verify(self.stack, self.probe, obs)
+            except Exception as exc:  # noqa: BLE001 - an unverifiable fault is not an effective one
+                found = Verification(False, {"error": str(exc)[:1000]}, f"verification failed: {exc}"[:500])
+            if found is None:      # this nemesis claims nothing
+                return
+            result = found
+        detail = {"fault": index, "job": obs.job_id, "injected_ms": obs.inject_ms, "healed_ms": obs.heal_ms,
+                  **result.to_dict()}
+        with self._lock:
+            self.verifications.append({"nemesis": nemesis.name, **detail})
+        self._record(nemesis, "verify", detail)
+
+    def finish(self, verify_timeout_s: float = 90.0) -> None:
+        """Stop scheduling and heal whatever is still broken (the final heal), then wait for every fault's
+        verification."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        for nemesis in list(self._active):
-            self._do(nemesis, "heal")
+        for index, nemesis, obs in list(self._active):
+            self._heal_and_verify(index, nemesis, obs)
         self._active.clear()
+        deadline = time.monotonic() + verify_timeout_s
+        for t in self._verifiers:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def ineffective(self) -> list[dict[str, Any]]:
+        """The faults whose verification found no evidence they reached the job: ``{"nemesis", "fault" (index
+        in the schedule), "why", "evidence", ...}`` each."""
+        with self._lock:
+            return [dict(v) for v in sorted(self.verifications, key=lambda v: v["fault"]) if not v["effective"]]
 
     def timeline_dicts(self) -> list[dict[str, Any]]:
-        return [{"nemesis": e.nemesis, "phase": e.phase, "wall_ms": e.wall_ms, **e.detail} for e in self.timeline]
+        with self._lock:
+            return [{"nemesis": e.nemesis, "phase": e.phase, "wall_ms": e.wall_ms, **e.detail} for e in self.timeline]
 
 
 # --- network faults between the Flink job and Kafka / the S3 store, through the stack's proxy ---------------
@@ -339,6 +1149,21 @@ class NetworkFault(Nemesis):
             raise ValueError(f"unknown network route {route!r}; use one of {NETWORK_ROUTES}")
         self.route = route
         self.name = f"{self.kind}-{route}"
+
+    # evidence: ``s3`` -- checkpoints overlapping the fault failed, slowed or were held (or the job failed
+    # over); ``kafka`` -- the job's committed offsets froze while the topic grew, its Kafka clients logged
+    # broken connections, or (drops) it reconnected through the proxy during the fault
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return _job_state(probe, job_id) if self.route == "s3" else _kafka_before(probe)
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        return {} if self.route == "s3" else _kafka_end(stack, probe)
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        if self.route == "s3":
+            return poll_evidence(lambda: _checkpoint_evidence(probe, obs), self.verify_timeout_s)
+        routes = stack.proxy.route_names("kafka")
+        return poll_evidence(lambda: _kafka_evidence(stack, probe, obs, proxy_routes=routes), self.verify_timeout_s)
 
 
 class NetworkPartition(NetworkFault):

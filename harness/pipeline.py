@@ -232,6 +232,52 @@ class Pipeline:
                 out["consumer_lag"] = f"unavailable: {exc}"
         return out
 
+    # --- read-only observations (the nemeses' evidence that a fault reached the job) -------------------
+    def job_details(self, job_id: str) -> dict[str, Any]:
+        """``/jobs/<id>``: state, per-state ``timestamps`` (e.g. the last RESTARTING), vertices."""
+        data: dict[str, Any] = self._get(f"/jobs/{job_id}", timeout=3)
+        return data
+
+    def checkpoint_stats(self, job_id: str) -> dict[str, Any]:
+        """``/jobs/<id>/checkpoints``: counts, latest completed/failed, and the recent ``history``."""
+        data: dict[str, Any] = self._get(f"/jobs/{job_id}/checkpoints", timeout=3)
+        return data
+
+    def exception_history(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's failures, newest first (each with ``timestamp``, ``taskManagerId``, ``exceptionName``)."""
+        data = self._get(f"/jobs/{job_id}/exceptions", timeout=3)
+        entries: list[dict[str, Any]] = (data.get("exceptionHistory") or {}).get("entries", []) \
+            if isinstance(data, dict) else []
+        return entries
+
+    def restart_count(self, job_id: str) -> int | None:
+        """The job's ``numRestarts`` metric (refreshed by the JobManager's metric fetcher, so it may lag)."""
+        try:
+            metrics = self._get(f"/jobs/{job_id}/metrics?get=numRestarts", timeout=3)
+            return int(float(metrics[0]["value"])) if metrics else None
+        except (requests.RequestException, ValueError, KeyError, IndexError):
+            return None
+
+    def task_locations(self, job_id: str) -> list[dict[str, Any]]:
+        """Where the job's tasks run: one entry per (vertex, TaskManager) with the TaskManager's resource id
+        (``taskmanager_id``), its ``endpoint`` (host:data port) and the tasks' status there."""
+        out = []
+        for v in self.job_details(job_id).get("vertices", []):
+            data = self._get(f"/jobs/{job_id}/vertices/{v['id']}/taskmanagers", timeout=3)
+            for tm in data.get("taskmanagers", []):
+                out.append({"vertex": v["name"][:80], "vertex_id": v["id"],
+                            "taskmanager_id": tm.get("taskmanager-id"),
+                            "endpoint": tm.get("endpoint") or tm.get("host"), "status": tm.get("status")})
+        return out
+
+    def taskmanagers(self) -> list[dict[str, Any]]:
+        """The registered TaskManagers (``/taskmanagers``): id, RPC ``path``, ``dataPort``, slots."""
+        data: list[dict[str, Any]] = self._get("/taskmanagers", timeout=3).get("taskmanagers", [])
+        return data
+
+    def running_job_ids(self) -> list[str]:
+        return [j["jid"] for j in self._get("/jobs/overview", timeout=3)["jobs"] if j["state"] == "RUNNING"]
+
     def cancel(self, job_id: str | None = None) -> None:
         job_id = job_id or self.current_job_id
         if job_id is None:
@@ -268,3 +314,28 @@ class Pipeline:
                 raise JobError(f"stop-with-savepoint failed: {op.get('failure-cause', op)}")
             time.sleep(0.5)
         raise JobError(f"stop-with-savepoint did not complete in {timeout:.0f}s")
+
+
+def _sink_vertices(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The vertices whose operators commit partitions (their input watermark is what partition commit acts on)."""
+    return [v for v in job.get("vertices", []) if "PartitionCommitter" in v.get("name", "")]
+
+
+def sink_watermark_ms(pipeline: Pipeline, job_id: str) -> int | None:
+    """The watermark Flink reports at the main table's sink (what its partition commit acts on), or None.
+
+    The REST API answers metrics from a cache that the request itself refreshes in the background, so the
+    first answer after a quiet spell can be minutes old: ask, give the refresh a moment, ask again."""
+    job = pipeline._get(f"/jobs/{job_id}")
+    values: list[int] = []
+    for attempt in range(2):
+        values = []
+        for v in _sink_vertices(job):
+            for w in pipeline._get(f"/jobs/{job_id}/vertices/{v['id']}/watermarks"):
+                value = int(w["value"])
+                if value > -(2**62):
+                    values.append(value)
+        if attempt == 0:
+            time.sleep(1.5)
+    return min(values) if values else None
+

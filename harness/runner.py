@@ -21,8 +21,9 @@ from harness import kafka_client, truth
 from harness.checker import ExactlyOnceChecker, Verdict
 from harness.lake import LakeReader, LakeSnapshot
 from harness.nemesis import NemesisRunner, Schedule
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, sink_watermark_ms
 from harness.stack import Stack
+from harness.topic import read_topic_evidence
 from harness.workload import History, Workload, WorkloadClient, WorkloadConfig, generate, summarize
 
 
@@ -74,7 +75,8 @@ class LagMonitor:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:   # started
+            self._thread.join(timeout=5)
 
     def baseline(self, until: float, warmup_s: float = 2.0) -> int | None:
         """The highest lag sampled in steady state before ``until`` (the first fault): with offsets committed
@@ -99,24 +101,42 @@ def prepare_source(stack: Stack) -> tuple[tuple[str, int], dict[int, int]]:
     return source_position(stack)
 
 
-def source_position(stack: Stack, settle_s: float = 2.0, timeout_s: float = 60.0) -> tuple[tuple[str, int],
-                                                                                            dict[int, int]]:
-    """The binlog position now and the topic's end offsets once the topic has stopped growing (Debezium has
-    published what was committed before): where a job started "now" begins, and where its truth begins."""
+def source_position(stack: Stack, timeout_s: float = 60.0) -> tuple[tuple[str, int], dict[int, int]]:
+    """The binlog position now, and per partition the offset of the first record at or past it: where a job
+    started "now" begins, and where its truth begins.  The database's heartbeat tick puts a record into every
+    partition each second, so each partition soon holds one past the position; records are in binlog order
+    within a partition, so every earlier record of that partition is before the position."""
     db = stack.database.endpoints()
-    start = truth.binlog_position(db["host"], db["port"], db["root_user"], db["root_password"])
     bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
-    last, stable_since = None, time.monotonic()
+    scan_from = kafka_client.end_offsets(bootstrap, topic)
+    start = truth.binlog_position(db["host"], db["port"], db["root_user"], db["root_password"])
+    found: dict[int, int] = {}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and len(found) < len(scan_from):
         ends = kafka_client.end_offsets(bootstrap, topic)
-        if ends != last:
-            last, stable_since = ends, time.monotonic()
-        elif time.monotonic() - stable_since > settle_s:
-            break
-        time.sleep(0.3)
-    assert last is not None
-    return start, last
+        todo = {p: e for p, e in ends.items() if p not in found and e > scan_from[p]}
+        for r in kafka_client.read_range(bootstrap, topic, scan_from, todo, timeout=30) if todo else []:
+            if r.partition in found:
+                continue
+            coords = _coordinates(r.value)
+            if coords is not None and truth.coordinate_key(*coords) >= truth.coordinate_key(*start):
+                found[r.partition] = r.offset
+        scan_from.update({p: e for p, e in todo.items() if p not in found})
+        if len(found) < len(scan_from):
+            time.sleep(0.3)
+    if len(found) < len(scan_from):
+        raise TimeoutError(f"Debezium published nothing at or past binlog position {start} in partitions "
+                           f"{sorted(set(scan_from) - set(found))} within {timeout_s:.0f}s: is the connector "
+                           f"RUNNING and the database's heartbeat event (init.sql, event_scheduler=ON) ticking?")
+    return start, found
+
+
+def _coordinates(value: bytes | None) -> tuple[str, int] | None:
+    try:
+        src = json.loads(value or b"")["source"]
+        return str(src["file"]), int(src["pos"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def new_job_config(stack: Stack, prefix: str, name: str, start_offsets: dict[int, int] | None,
@@ -148,10 +168,10 @@ def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth
     bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
     deadline = time.monotonic() + timeout_s
     t0 = time.monotonic()
-    wanted = {(r["order_id"], r["version"], r["is_delete"]) for r in
-              gt.changes.select(["order_id", "version", "is_delete"]).to_pylist()}
+    wanted = {(r["src_file"], r["src_pos"], r["src_row"], r["op"]) for r in
+              gt.changes.select(["src_file", "src_pos", "src_row", "op"]).to_pylist()}
     stats: dict[str, Any] = {"changes": len(wanted)}
-    missing: set[tuple[int, int, bool]] = set(wanted)
+    missing: set[tuple[str, int, int, str]] = set(wanted)
     ends: dict[int, int] = {}
     while time.monotonic() < deadline:
         try:
@@ -200,34 +220,73 @@ def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth
 NO_CHECKPOINT_GRACE_S = 6.0   # two default checkpoint intervals: what a checkpointing job would have needed
 
 
-def judge(stack: Stack, pipeline: Pipeline, job: JobConfig, prefix: str, start_pos: tuple[str, int] | None,
-          start_offsets: dict[int, int], history: History | None, timeout_s: float,
-          context: dict[str, Any]) -> tuple[Verdict, dict[str, Any], LakeSnapshot]:
-    """Ground truth from the database -> quiescence -> the lake under ``prefix`` -> the checker's verdict."""
+@dataclass
+class Evidence:
+    """Everything the checker judges a lake against, gathered from sources the job does not write: the
+    database's binlog and table, the topic as the broker stamped it, and the job's watermark as Flink
+    reports it.  Of the job the checker knows only its documented contract: the routing bound."""
+    truth: truth.GroundTruth
+    topic: Any                      # pa.Table of harness.topic.TOPIC_SCHEMA
+    flink_watermark_ms: int | None
+    bound_ms: int
+    stalled: str | None
+    quiescence: dict[str, Any]
+
+    def check(self, lake: LakeSnapshot, context: dict[str, Any]) -> Verdict:
+        return ExactlyOnceChecker(bound_ms=self.bound_ms).check(
+            self.truth, lake, topic=self.topic, flink_watermark_ms=self.flink_watermark_ms, stalled=self.stalled,
+            context=context)
+
+
+def gather(stack: Stack, pipeline: Pipeline, job: JobConfig, start_pos: tuple[str, int] | None,
+           start_offsets: dict[int, int], history: History | None, timeout_s: float) -> Evidence:
+    """Ground truth from the database -> quiescence -> the topic and the job's watermark."""
     gt = truth.collect(stack.database.endpoints(), history, start=start_pos)
     if start_pos is not None:
         # a job started at a binlog position answers only for the keys changed since then
         gt = gt.restricted_to_changed_keys()
     job_id = pipeline.current_job_id
-    assert job_id is not None, "judge() needs a submitted job"
+    assert job_id is not None, "gather() needs a submitted job"
     stalled, qstats = quiesce(stack, pipeline, job_id, gt, start_offsets, pipeline.consumer_group(job), timeout_s,
                               checkpointing=job.checkpointing)
+    try:
+        flink_wm = sink_watermark_ms(pipeline, pipeline.current_job_id or job_id)
+    except Exception:  # noqa: BLE001 - without it MISSING_SUCCESS is not judged, which the counts say
+        flink_wm = None
+    records = read_topic_evidence(stack.kafka.bootstrap, stack.config.kafka.topic, start_offsets)
+    return Evidence(gt, records, flink_wm, job.out_of_orderness_ms, stalled, qstats)
+
+
+def judge(stack: Stack, pipeline: Pipeline, job: JobConfig, prefix: str, start_pos: tuple[str, int] | None,
+          start_offsets: dict[int, int], history: History | None, timeout_s: float,
+          context: dict[str, Any]) -> tuple[Verdict, dict[str, Any], LakeSnapshot]:
+    """Evidence (truth, quiescence, topic, watermark) -> the lake under ``prefix`` -> the checker's verdict."""
+    evidence = gather(stack, pipeline, job, start_pos, start_offsets, history, timeout_s)
     lake = LakeReader.for_s3(stack.s3.endpoints(), prefix).snapshot()
-    verdict = ExactlyOnceChecker().check(gt, lake, stalled=stalled, context=context)
-    return verdict, qstats, lake
+    return evidence.check(lake, context), evidence.quiescence, lake
 
 
-def _identity(value: bytes) -> tuple[int, int, bool] | None:
+def _identity(value: bytes) -> tuple[str, int, int, str] | None:
+    """A record's place in the source log (the change identity), for orders changes only."""
     try:
         env = json.loads(value)
-        img = env["before"] if env["op"] == "d" else env["after"]
-        return int(img["order_id"]), int(img["version"]), env["op"] == "d"
-    except (ValueError, KeyError, TypeError):
+        src = env["source"]
+        if src.get("table") != "orders" or env.get("op") not in ("c", "u", "d"):
+            return None
+        return str(src["file"]), int(src["pos"]), int(src.get("row") or 0), str(env["op"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None = None) -> dict[str, Any]:
     """Run one scenario on a healthy stack; returns the result dict (verdict, timeline, stats)."""
+    return run_with_evidence(stack, spec, index, pipeline)[0]
+
+
+def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
+                      pipeline: Pipeline | None = None) -> tuple[dict[str, Any], Evidence, str]:
+    """One scenario: (the result dict, the evidence its lake was judged against, the lake prefix).  The job
+    is cancelled and the monitors stopped whatever happens."""
     pipeline = pipeline or Pipeline(stack)
     rng = random.Random(spec.seed)
     started = time.monotonic()
@@ -235,35 +294,48 @@ def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None =
     prefix = f"runs/{spec.name}-seed{spec.seed}-{index}-{int(time.time())}"
     job = new_job_config(stack, prefix, f"{spec.name}-{index}", start_offsets,
                          checkpoint_interval_ms=spec.checkpoint_interval_ms, variant=spec.job_variant)
-    job_id = pipeline.submit(job)
-    pipeline.wait_running(job_id)
-
-    overrides = dict(spec.workload)
-    boundary_s = overrides.pop("anchor_before_boundary_s", None)
-    if boundary_s:   # event (and virtual commit) time starts 10 s before an hour or day boundary in UTC
-        overrides["anchor_ms"] = int(time.time() // boundary_s * boundary_s * 1000) - 10_000
-    wl_cfg = WorkloadConfig(seed=spec.seed, duration_s=spec.duration_s, rate=spec.rate,
-                            first_order_id=(index + 1) * 10_000_000 + 1, **overrides)
-    workload = generate(wl_cfg)
-    client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
-    client.seed_customers()
-    schedule = spec.schedule(rng, spec.duration_s)
-    nemesis = NemesisRunner(stack, schedule, rng, recovery=pipeline)
     monitor = LagMonitor(stack.kafka.bootstrap, pipeline.consumer_group(job), stack.config.kafka.topic)
-    t0 = time.monotonic() + 0.5
-    t0_wall_ms = int((time.time() + 0.5) * 1000)
-    monitor.start(t0)
-    nemesis.start(t0)
-    history = client.run(start_at=t0)
-    nemesis.finish()
-    if spec.finale is not None:
-        spec.finale(stack, workload)
-    workload_s = time.monotonic() - t0
+    try:
+        job_id = pipeline.submit(job)
+        pipeline.wait_running(job_id)
 
-    verdict, qstats, lake = judge(
-        stack, pipeline, job, prefix, start_pos, start_offsets, history, spec.quiesce_timeout_s,
-        context={"scenario": spec.name, "seed": spec.seed, "lake_prefix": prefix, "job_variant": spec.job_variant})
-    monitor.stop()
+        overrides = dict(spec.workload)
+        boundary_s = overrides.pop("anchor_before_boundary_s", None)
+        if boundary_s:   # event time starts 10 s before the last hour or day boundary in UTC
+            overrides["anchor_ms"] = int(time.time() // boundary_s * boundary_s * 1000) - 10_000
+        wl_cfg = WorkloadConfig(seed=spec.seed, duration_s=spec.duration_s, rate=spec.rate,
+                                first_order_id=(index + 1) * 10_000_000 + 1, **overrides)
+        workload = generate(wl_cfg)
+        client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
+        client.seed_customers()
+        schedule = spec.schedule(rng, spec.duration_s)
+        nemesis = NemesisRunner(stack, schedule, rng, recovery=pipeline)
+        t0 = time.monotonic() + 0.5
+        t0_wall_ms = int((time.time() + 0.5) * 1000)
+        monitor.start(t0)
+        nemesis.start(t0)
+        try:
+            history = client.run(start_at=t0)
+        finally:
+            nemesis.finish()
+        if spec.finale is not None:
+            spec.finale(stack, workload)
+        workload_s = time.monotonic() - t0
+
+        evidence = gather(stack, pipeline, job, start_pos, start_offsets, history, spec.quiesce_timeout_s)
+        lake = LakeReader.for_s3(stack.s3.endpoints(), prefix).snapshot()
+        verdict = evidence.check(lake, context={"scenario": spec.name, "seed": spec.seed, "lake_prefix": prefix,
+                                                "job_variant": spec.job_variant})
+        # a fault the run cannot show reached the job proves nothing: the scenario fails under its own name
+        ineffective = nemesis.ineffective()
+        verdict.anomalies["INEFFECTIVE_FAULT"] = {"count": len(ineffective), "examples": ineffective[:5]}
+        try:
+            job_status = pipeline.status(pipeline.current_job_id or job_id)
+        except Exception as exc:  # noqa: BLE001 - status is informative only
+            job_status = {"error": str(exc)}
+    finally:
+        monitor.stop()
+        pipeline.cancel_all()
     timeline = nemesis.timeline_dicts()
     recovery = []
     injected = [(ev["wall_ms"] - t0_wall_ms) / 1000 for ev in timeline if ev["phase"] == "inject"]
@@ -277,19 +349,15 @@ def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None =
                              "lag_normal_after_s": monitor.recovery_after(t_heal, baseline)
                              if baseline is not None else None,
                              "lag_zero_after_s": monitor.recovery_after(t_heal)})
-    try:
-        job_status = pipeline.status(pipeline.current_job_id or job_id)
-    except Exception as exc:  # noqa: BLE001 - status is informative only
-        job_status = {"error": str(exc)}
-    pipeline.cancel_all()
     throughput = _throughput(history, t0_wall_ms)
     stats = {"wall_s": round(time.monotonic() - started, 1), "workload_s": round(workload_s, 1),
-             "workload": summarize(history), "quiescence": qstats, "recovery": recovery,
+             "workload": summarize(history), "quiescence": evidence.quiescence, "recovery": recovery,
              "nemesis_errors": nemesis.errors, "job": job_status, "lake": lake.summary(),
              "lag_samples": [(round(s.t, 2), s.lag) for s in monitor.samples]}
-    return {"name": spec.name, "seed": spec.seed, "replay": spec.replay, "verdict": verdict.to_dict(),
-            "summary": verdict.summary(), "timeline": timeline, "schedule": schedule.describe(), "stats": stats,
-            "throughput": throughput, "t0_wall_ms": t0_wall_ms}
+    result = {"name": spec.name, "seed": spec.seed, "replay": spec.replay, "verdict": verdict.to_dict(),
+              "summary": verdict.summary(), "timeline": timeline, "schedule": schedule.describe(), "stats": stats,
+              "throughput": throughput, "t0_wall_ms": t0_wall_ms}
+    return result, evidence, prefix
 
 
 def _throughput(history: Any, t0_wall_ms: int) -> list[tuple[float, int]]:

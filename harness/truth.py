@@ -1,11 +1,34 @@
-"""Ground truth from the database itself, read independently of Debezium.
+"""Ground truth from the database itself, read from its own binlog, independently of Debezium.
 
-- the **binlog** (via ``mysql-replication``, as a replication client): every committed row change of
-  ``orders``, with its before/after image, in commit order;
-- the **final table**: ``SELECT * FROM orders``.
+Every committed row change of ``<db>.orders`` and ``<db>.customers`` is read from the binlog with the
+server's own tool (``mariadb-binlog`` / ``mysqlbinlog --read-from-remote-server``, a replication client),
+decoded with ``--verbose --print-table-metadata`` so that column **names** come from the binlog's
+Table_map metadata (the server runs with ``binlog_row_metadata=FULL``).  A change is identified by its
+binlog coordinates -- ``(src_file, src_pos, src_row)``: the rows event's position and the row's index in
+it, exactly what Debezium reports as ``source.file/pos/row`` -- never by application columns.
 
-Both are cross-checked against the workload's history: an ``ok`` transaction must be in the binlog, a
-failed or rolled-back one must not, and an indeterminate (``info``) one is resolved by what the binlog says.
+The final table is read with a plain ``SELECT``; the workload's transaction markers (one row in
+``<db>.workload_txns`` per client transaction) are collected from the binlog and cross-checked against
+the client's history: an ``ok`` transaction must be committed, a failed or rolled-back one must not, and
+an indeterminate (``info``) one is resolved by what the binlog says.
+
+Reading rules (see :func:`parse_binlog_lines`):
+
+- only rows inside a group that ends with a commit (an ``Xid`` event, or a ``Query`` event ``COMMIT`` for
+  non-transactional tables) are emitted; a group still open at the end of the log is dropped (counted in
+  ``binlog["uncommitted_rows_dropped"]``), a rolled-back transaction is never in the binlog at all;
+- position chaining is verified: within a file every event's ``# at N`` equals the previous event's
+  ``end_log_pos``.  ``end_log_pos 0`` is tolerated and skips the next check: the tool's fake Rotate at the
+  top of each file has it, and MariaDB >= 11.4 writes 0 inside transactions unless
+  ``binlog_legacy_event_pos=ON``.  A broken chain raises :class:`BinlogParseError`;
+- the tool is run once **per binlog file**: with ``--to-last-log`` MariaDB 10.11's ``mariadb-binlog`` keeps
+  counting ``# at`` from the previous file's end after a Rotate (wrong positions; the chain check catches
+  it), while a single file's output carries the true positions.  Run on one file, the tool does not print
+  the server's fake Rotate that names the file, so the reader puts a ``# cdc-chaos binlog file: <name>``
+  line (:data:`FILE_MARK`) before each file's output; a Rotate event names the file too;
+- strings are printed raw in the column's charset (the text is decoded byte-for-byte as latin-1 and each
+  string re-decoded with its column's charset from the metadata); control characters come as ``\\xNN``,
+  quotes and backslashes are not escaped (a value that itself contains ``\\x0a`` reads as a newline).
 """
 
 from __future__ import annotations
@@ -15,57 +38,112 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
 
-from harness.lake_schema import STATE_COLUMNS
-from harness.workload import History
+if TYPE_CHECKING:
+    from harness.workload import History
 
-TRUTH_SCHEMA = pa.schema([
+ORDER_COLUMNS = ("order_id", "customer_id", "product", "quantity", "unit_price", "status", "version",
+                 "event_time_ms", "created_at_ms", "updated_at_ms")
+CUSTOMER_COLUMNS = ("customer_id", "customer_name", "region", "segment")
+MARKER_TABLE = "workload_txns"
+#: the line :func:`stream_binlog` puts before each file's output (a comment to anything else reading it)
+FILE_MARK = "# cdc-chaos binlog file: "
+
+_ORDER_FIELDS = [
     ("order_id", pa.int64()),
-    ("version", pa.int32()),
-    ("is_delete", pa.bool_()),
-    ("op", pa.string()),
     ("customer_id", pa.int32()),
     ("product", pa.string()),
     ("quantity", pa.int32()),
     ("unit_price", pa.decimal128(10, 2)),
     ("status", pa.string()),
+    ("version", pa.int32()),
     ("event_time_ms", pa.int64()),
-    ("commit_ms", pa.int64()),
-    ("seq", pa.int64()),                 # position in commit order
-    ("event_class", pa.string()),        # from the history: on_time | out_of_order | late | unknown
-])
+    ("created_at_ms", pa.int64()),
+    ("updated_at_ms", pa.int64()),
+]
+_COORD_FIELDS = [
+    ("seq", pa.int64()),          # global index of the row change in binlog order (orders + customers)
+    ("src_file", pa.string()),    # binlog file
+    ("src_pos", pa.int64()),      # position of the rows event (Debezium source.pos)
+    ("src_row", pa.int32()),      # row index inside the rows event (Debezium source.row)
+    ("op", pa.string()),          # c | u | d (a primary-key update is d + c with the same coordinates)
+    ("gtid", pa.string()),        # the transaction's GTID, null if none
+]
 
-STATE_SCHEMA = pa.schema([("order_id", pa.int64())] + [TRUTH_SCHEMA.field(c) for c in STATE_COLUMNS
-                                                         if c != "event_time_ms"]
-                         + [("event_time_ms", pa.int64())])
+#: one row per committed row change of ``<db>.orders``: coordinates + the row image (after; before for d)
+ORDERS_TRUTH_SCHEMA = pa.schema([*_COORD_FIELDS, ("server_id", pa.int64()), ("ts_ms", pa.int64()),
+                                 *_ORDER_FIELDS])
+#: one row per committed row change of ``<db>.customers`` (a delete carries only the key)
+CUSTOMERS_TRUTH_SCHEMA = pa.schema([*_COORD_FIELDS, ("ts_ms", pa.int64()),
+                                    ("customer_id", pa.int32()), ("customer_name", pa.string()),
+                                    ("region", pa.string()), ("segment", pa.string())])
+#: the orders table at the end
+STATE_SCHEMA = pa.schema(_ORDER_FIELDS)
+#: former name, kept for modules not yet moved to ORDERS_TRUTH_SCHEMA
+TRUTH_SCHEMA = ORDERS_TRUTH_SCHEMA
+
+#: table column -> truth column where they differ (DATETIME columns become epoch milliseconds)
+_SOURCE_NAME = {"event_time_ms": "event_time", "created_at_ms": "created_at", "updated_at_ms": "updated_at"}
 
 
-def _ms(value: Any) -> int:
-    if isinstance(value, dt.datetime):
-        return int(value.replace(tzinfo=dt.UTC).timestamp() * 1000)
-    raise TypeError(f"expected a datetime, got {value!r}")
+class BinlogParseError(RuntimeError):
+    """The binlog text is not what the reader expects (broken position chain, unattributable row)."""
 
 
 @dataclass
 class GroundTruth:
-    changes: pa.Table                    # TRUTH_SCHEMA: committed changes of orders, commit order
+    changes: pa.Table                    # ORDERS_TRUTH_SCHEMA, changes at or after `start`, seq order
+    customers: pa.Table                  # CUSTOMERS_TRUTH_SCHEMA, all of the readable binlog, seq order
     final_state: pa.Table                # STATE_SCHEMA: the orders table at the end
+    committed_txns: dict[int, str | None] = field(default_factory=dict)   # workload txn_id -> gtid
     history_anomalies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    binlog: dict[str, Any] = field(default_factory=dict)                  # facts about the read
 
     def restricted_to_changed_keys(self) -> GroundTruth:
         """The same truth with the final table cut to the keys that have a change in ``changes`` (truth read
         from a binlog position says nothing of rows last changed before it)."""
         keys = pc.unique(self.changes.column("order_id"))
         final = self.final_state.filter(pc.is_in(self.final_state.column("order_id"), value_set=keys))
-        return GroundTruth(self.changes, final, self.history_anomalies)
+        return GroundTruth(self.changes, self.customers, final, self.committed_txns, self.history_anomalies,
+                           self.binlog)
 
+
+@dataclass
+class ParsedBinlog:
+    orders: list[dict[str, Any]]         # ORDERS_TRUTH_SCHEMA rows, all committed changes, seq order
+    customers: list[dict[str, Any]]      # CUSTOMERS_TRUTH_SCHEMA rows
+    txn_markers: dict[int, str | None]   # committed workload_txns inserts: txn_id -> gtid
+    events: int                          # event headers read
+    files: list[str]                     # binlog files, in reading order
+    first: tuple[str, int] | None = None     # coordinates of the first real event
+    end: tuple[str, int] | None = None       # end_log_pos of the last event with a known end
+    uncommitted_rows_dropped: int = 0        # rows of groups without a commit (the open tail of the log)
+
+
+# --- coordinates -----------------------------------------------------------------------------------------
+
+def file_number(name: str) -> int:
+    """``binlog.000012`` -> 12 (coordinates compare as (file number, position))."""
+    try:
+        return int(name.rsplit(".", 1)[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"not a binlog file name: {name!r}") from None
+
+
+def coordinate_key(file: str, pos: int) -> tuple[int, int]:
+    return file_number(file), pos
+
+
+# --- reading from the server ------------------------------------------------------------------------------
 
 def binlog_position(host: str, port: int, user: str, password: str) -> tuple[str, int]:
     """The binlog end now: a scenario's truth starts here, so earlier scenarios' changes are excluded."""
@@ -77,169 +155,599 @@ def binlog_position(host: str, port: int, user: str, password: str) -> tuple[str
     return str(row[0]), int(row[1])
 
 
-def read_binlog_changes(host: str, port: int, user: str, password: str, database: str,
-                        table: str = "orders", is_mariadb: bool = True,
-                        start: tuple[str, int] | None = None) -> list[dict[str, Any]]:
-    """Every committed row change of ``database.table`` from the start of the binlog, in order.
-
-    Uses the server's own binlog tool as a replication client (``mariadb-binlog`` / ``mysqlbinlog
-    --read-from-remote-server -v``): independent of Debezium, and robust where the pure-Python
-    ``mysql-replication`` reader loops on MariaDB (it reconnects from the start when a dump is reset).
-    """
+def binlog_files(host: str, port: int, user: str, password: str) -> list[str]:
+    """The readable binlog files, oldest first (``SHOW BINARY LOGS``)."""
     with pymysql.connect(host=host, port=port, user=user, password=password) as conn, conn.cursor() as cur:
         cur.execute("SHOW BINARY LOGS")
-        logs = [r[0] for r in cur.fetchall()]
-        cur.execute("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s "
-                    "ORDER BY ORDINAL_POSITION", (database, table))
-        columns = [r[0] for r in cur.fetchall()]
+        logs = [str(r[0]) for r in cur.fetchall()]
     if not logs:
         raise RuntimeError(f"the database at {host}:{port} has no binlog; start it with --log-bin")
-    first, position = start if start is not None else (logs[0], 4)
+    return logs
+
+
+def _tool(is_mariadb: bool) -> str:
     tool = shutil.which("mariadb-binlog" if is_mariadb else "mysqlbinlog") or shutil.which("mysqlbinlog")
     if tool is None:
         raise RuntimeError("no binlog tool (mariadb-binlog or mysqlbinlog) on PATH; install the database client "
                            "(`apt-get install mariadb-client`, or `./run setup`)")
-    res = subprocess.run(
-        [tool, "--read-from-remote-server", f"--host={host}", f"--port={port}", f"--user={user}",
-         f"--password={password}", "--base64-output=DECODE-ROWS", "--verbose", "--to-last-log",
-         f"--start-position={position}", first],
-        capture_output=True, text=True, env={**os.environ, "TZ": "UTC"}, timeout=600, errors="replace",
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"{tool} failed ({res.returncode}): {res.stderr[-2000:]}")
-    return parse_binlog_text(res.stdout, database, table, columns)
+    return tool
 
 
-_HEADER = re.compile(r"^#(\d{6})\s+(\d{1,2}:\d{2}:\d{2}) server id .*(Write_rows|Update_rows|Delete_rows)")
-_STMT = re.compile(r"^### (INSERT INTO|UPDATE|DELETE FROM) `([^`]*)`\.`([^`]*)`")
-_VALUE = re.compile(r"^###\s+@(\d+)=(.*)$")
+def _tool_argv(tool: str, host: str, port: int, user: str, password: str, file: str) -> list[str]:
+    return [tool, "--read-from-remote-server", f"--host={host}", f"--port={port}", f"--user={user}",
+            f"--password={password}", "--base64-output=DECODE-ROWS", "--verbose", "--print-table-metadata",
+            file]   # no --start-position: with it the tool omits the server's Rotate that names the file
 
 
-def parse_binlog_text(text: str, database: str, table: str, columns: list[str]) -> list[dict[str, Any]]:
-    """Row changes from ``mysqlbinlog -v`` pseudo-SQL (``### UPDATE ... WHERE @1=.. SET @1=..``)."""
-    out: list[dict[str, Any]] = []
-    commit_ms = 0
-    op: str | None = None
-    section = ""
-    image: dict[str, Any] = {}
+def stream_binlog(host: str, port: int, user: str, password: str, is_mariadb: bool = True,
+                  chunk_bytes: int = 1 << 22) -> Iterator[str]:
+    """The lines (without newline) of the whole readable binlog, file after file, as the tool prints them.
 
-    def flush() -> None:
-        if op is None or not image:
-            return
-        out.append(_change(op, image, commit_ms, len(out)))
-
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            continue
-        m = _HEADER.match(line)
-        if m:
-            day, clock = m.group(1), m.group(2)
-            t = dt.datetime.strptime(f"{day} {clock}", "%y%m%d %H:%M:%S").replace(tzinfo=dt.UTC)
-            commit_ms = int(t.timestamp()) * 1000
-            continue
-        m = _STMT.match(line)
-        if m:
-            flush()
-            kind, schema, tbl = m.groups()
-            op = {"INSERT INTO": "c", "UPDATE": "u", "DELETE FROM": "d"}[kind] if (schema, tbl) == (
-                database, table) else None
-            section, image = ("SET" if kind == "INSERT INTO" else "WHERE"), {}
-            continue
-        if op is None:
-            continue
-        if line.strip() in ("### WHERE", "### SET"):
-            section = line.strip()[4:]
-            if op == "u" and section == "SET":
-                image = {}   # an update's change is its after image
-            continue
-        m = _VALUE.match(line)
-        if m and (op != "u" or section == "SET"):
-            image[columns[int(m.group(1)) - 1]] = _literal(m.group(2))
-    flush()
-    return out
+    One tool run per file (see the module notes on ``--to-last-log``); the bytes are decoded as latin-1 so
+    that nothing is lost (strings are re-decoded with their column's charset by the parser)."""
+    tool = _tool(is_mariadb)
+    env = {**os.environ, "TZ": "UTC"}
+    for file in binlog_files(host, port, user, password):
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(_tool_argv(tool, host, port, user, password, file), stdout=subprocess.PIPE,
+                                    stderr=err, env=env)
+            assert proc.stdout is not None
+            try:
+                yield FILE_MARK + file   # the tool names the file only with --to-last-log (its fake Rotate)
+                rest = ""
+                while chunk := proc.stdout.read(chunk_bytes):
+                    parts = (rest + chunk.decode("latin-1")).split("\n")
+                    rest = parts.pop()
+                    yield from parts
+                if rest:
+                    yield rest
+            finally:
+                proc.stdout.close()
+                try:
+                    code = proc.wait(timeout=600)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    code = proc.wait()
+            if code != 0:
+                err.seek(0)
+                raise RuntimeError(f"{tool} failed on {file} ({code}): "
+                                   f"{err.read().decode('utf-8', 'replace')[-2000:]}")
 
 
-def _literal(raw: str) -> Any:
-    raw = re.sub(r" /\* .* \*/$", "", raw.strip())   # type comments some versions append
-    raw = re.sub(r" \(\d+\)$", "", raw)             # unsigned re-interpretation, e.g. -1 (4294967295)
-    if raw == "NULL":
-        return None
-    if raw.startswith("'") and raw.endswith("'"):
-        return raw[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape").encode(
-            "latin-1").decode("utf-8", "replace")
+def read_binlog(host: str, port: int, user: str, password: str, database: str, is_mariadb: bool = True) -> str:
+    """Raw text of the whole readable binlog: every file of ``SHOW BINARY LOGS`` from position 4 to its end.
+
+    ``database`` is not used to filter (the tool's ``--database`` filter would drop the Xid/COMMIT events
+    that tell which groups committed); it is accepted for symmetry with :func:`parse_binlog_text`."""
+    del database
+    return "\n".join(stream_binlog(host, port, user, password, is_mariadb)) + "\n"
+
+
+# --- parsing ---------------------------------------------------------------------------------------------
+
+_EPOCH_DATE = dt.date(1970, 1, 1)
+_DAY_MS: dict[str, int | None] = {}
+_HEADER_TS: dict[str, int] = {}
+_CHARSET_CODEC = {"utf8mb4": "utf-8", "utf8mb3": "utf-8", "utf8": "utf-8", "latin1": "cp1252",
+                  "ascii": "ascii", "binary": "latin-1", "cp1252": "cp1252"}
+_CONTROL_ESCAPE = re.compile(r"\\x([01][0-9a-fA-F])")
+
+
+def _strip_comment(raw: str) -> str:
+    """Drop a trailing ``/* type info */`` some versions (``-vv``) append to a value."""
+    if raw.endswith("*/"):
+        cut = raw.rfind(" /* ")
+        if cut >= 0:
+            return raw[:cut]
     return raw
 
 
-def _change(op: str, image: dict[str, Any], commit_ms: int, seq: int) -> dict[str, Any]:
-    return {
-        "order_id": int(image["order_id"]), "version": int(image["version"]),
-        "is_delete": op == "d", "op": op, "customer_id": int(image["customer_id"]),
-        "product": image["product"], "quantity": int(image["quantity"]),
-        "unit_price": Decimal(image["unit_price"]), "status": image["status"],
-        "event_time_ms": commit_ms if op == "d" else _ms(
-            dt.datetime.strptime(image["event_time"], "%Y-%m-%d %H:%M:%S.%f")),
-        "commit_ms": commit_ms, "seq": seq,
-    }
+def _int_reader(unsigned: bool) -> Callable[[str], int | None]:
+    def read(raw: str) -> int | None:
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+        if raw == "NULL":
+            return None
+        head, sep, tail = _strip_comment(raw).partition(" (")   # -1 (4294967295): unsigned re-interpretation
+        return int(tail.rstrip(")")) if sep and unsigned else int(head)
+    return read
 
 
-def read_final_state(conn: pymysql.connections.Connection, table: str = "orders") -> pa.Table:
-    cols = ", ".join(["order_id", *[c for c in STATE_COLUMNS if c != "event_time_ms"], "event_time"])
+def _string_reader(codec: str) -> Callable[[str], str | None]:
+    def read(raw: str) -> str | None:
+        if raw == "NULL":
+            return None
+        raw = _strip_comment(raw)
+        first, last = raw.find("'"), raw.rfind("'")
+        if first < 0 or last <= first:
+            raise ValueError(f"not a quoted string: {raw!r}")
+        s = raw[first + 1:last]
+        if "\\x" in s:
+            s = _CONTROL_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), s)
+        if not s.isascii():
+            try:
+                b = s.encode("latin-1")
+            except UnicodeEncodeError:
+                return s      # the caller decoded the text as something else already
+            try:
+                s = b.decode(codec)
+            except UnicodeDecodeError:
+                s = b.decode("latin-1")
+        return s
+    return read
+
+
+def _decimal(raw: str) -> Decimal | None:
+    if raw == "NULL":
+        return None
+    return Decimal(_strip_comment(raw).partition(" (")[0])
+
+
+def _day_ms(date: str) -> int | None:
+    if date not in _DAY_MS:
+        try:
+            _DAY_MS[date] = (dt.date.fromisoformat(date) - _EPOCH_DATE).days * 86_400_000
+        except ValueError:
+            _DAY_MS[date] = None   # zero date 0000-00-00
+    return _DAY_MS[date]
+
+
+def _datetime_ms(raw: str) -> int | None:
+    """``'2026-01-01 00:00:00.123'`` (DATETIME, UTC) or ``1767225601.500`` (TIMESTAMP) -> epoch ms."""
+    if raw == "NULL":
+        return None
+    raw = _strip_comment(raw)
+    if not raw.startswith("'"):
+        return int(Decimal(raw) * 1000)
+    s = raw[1:raw.rfind("'")]
+    day = _day_ms(s[:10])
+    if day is None:
+        return None
+    ms = day + int(s[11:13]) * 3_600_000 + int(s[14:16]) * 60_000 + int(s[17:19]) * 1000
+    if len(s) > 20:
+        ms += int(s[20:23].ljust(3, "0"))
+    return ms
+
+
+def _header_ts_ms(date: str, clock: str) -> int:
+    key = date + " " + clock
+    ts = _HEADER_TS.get(key)
+    if ts is None:
+        t = dt.datetime.strptime(key, "#%y%m%d %H:%M:%S").replace(tzinfo=dt.UTC)
+        ts = _HEADER_TS[key] = int(t.timestamp()) * 1000
+    return ts
+
+
+@dataclass
+class _Column:
+    name: str
+    type_text: str
+    codec: str
+    unsigned: bool
+
+
+class _TableMap:
+    """A Table_map event: the table's name and, from its metadata, its columns in order."""
+
+    def __init__(self, schema: str, table: str) -> None:
+        self.schema, self.table = schema, table
+        self.qualified = f"`{schema}`.`{table}`"
+        self.column_lines: list[str] = []
+        self.columns: list[_Column] | None = None
+        self.readers: list[tuple[str, int, Callable[[str], Any]]] | None = None
+        self.key_index = -1
+
+    def add_column_line(self, line: str) -> None:
+        self.column_lines.append(line)
+
+    def resolve(self, wanted: tuple[str, ...], key: str) -> bool:
+        """Parse the column metadata; False if it has no column names (binlog_row_metadata != FULL)."""
+        if self.columns is not None:
+            return True
+        cols: list[_Column] = []
+        for line in self.column_lines:
+            a = line.find("`")
+            b = line.find("`", a + 1)
+            if a < 0 or b < 0:
+                return False
+            rest = line[b + 1:].rstrip(",)").strip()
+            m = re.search(r"\bCHARSET (\w+)", rest)
+            codec = _CHARSET_CODEC.get(m.group(1).lower(), "utf-8") if m else "utf-8"
+            cols.append(_Column(line[a + 1:b], rest, codec, " UNSIGNED" in rest.upper()))
+        if not cols:
+            return False
+        self.columns = cols
+        index = {c.name: i for i, c in enumerate(cols)}
+        readers: list[tuple[str, int, Callable[[str], Any]]] = []
+        for out in wanted:
+            i = index.get(_SOURCE_NAME.get(out, out), -1)
+            readers.append((out, i, _reader_for(out, cols[i] if i >= 0 else None)))
+        self.readers = readers
+        self.key_index = index.get(key, -1)
+        return True
+
+
+def _reader_for(out: str, col: _Column | None) -> Callable[[str], Any]:
+    if col is None:
+        return lambda raw: None
+    if out in ("product", "status", "customer_name", "region", "segment"):
+        return _string_reader(col.codec)
+    if out == "unit_price":
+        return _decimal
+    if out.endswith("_ms"):
+        return _datetime_ms
+    return _int_reader(col.unsigned)
+
+
+def _image(tm: _TableMap, vals: list[str | None]) -> dict[str, Any]:
+    assert tm.readers is not None
+    out: dict[str, Any] = {}
+    for name, i, read in tm.readers:
+        raw = vals[i] if i >= 0 else None
+        out[name] = None if raw is None else read(raw)
+    return out
+
+
+def parse_binlog_text(text: str, database: str) -> ParsedBinlog:
+    """Parse the text :func:`read_binlog` returns (pure: no I/O).  Streams it in slices: no line list."""
+    return parse_binlog_lines(_split_lines(text), database)
+
+
+def _split_lines(text: str, chunk: int = 1 << 22) -> Iterator[str]:
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", min(start + chunk, n))
+        if end < 0:
+            end = n
+        yield from text[start:end].split("\n")
+        start = end + 1
+
+
+def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
+    """Committed row changes of ``database.orders`` / ``.customers`` and workload markers, from the lines of
+    ``mariadb-binlog --verbose --print-table-metadata`` output (one or more files, in order)."""
+    targets = {f"`{database}`.`orders`": "orders", f"`{database}`.`customers`": "customers",
+               f"`{database}`.`{MARKER_TABLE}`": "markers"}
+    wanted = {"orders": ORDER_COLUMNS, "customers": CUSTOMER_COLUMNS, "markers": ("txn_id",)}
+    keys = {"orders": "order_id", "customers": "customer_id", "markers": "txn_id"}
+
+    orders: list[dict[str, Any]] = []
+    customers: list[dict[str, Any]] = []
+    markers: dict[int, str | None] = {}
+    files: list[str] = []
+    tables: dict[str, _TableMap] = {}
+    first: tuple[str, int] | None = None
+    end: tuple[str, int] | None = None
+
+    file: str | None = None
+    pending_at: list[int] = []
+    expected: int | None = None        # the next event's position (previous end_log_pos), None = unknown
+    events = 0
+    dropped = 0
+    seq = 0
+    in_query = False
+    query_text: list[str] = []
+    filling: _TableMap | None = None   # Table_map whose "# Columns(" lines are being read
+    group: list[tuple[str, dict[str, Any]]] = []
+    gtid: str | None = None
+
+    # the current rows event and row
+    ev_table: _TableMap | None = None
+    ev_target: str | None = None
+    ev_kind = ""
+    ev_pos = 0
+    ev_ts = 0
+    ev_server = 0
+    ev_prefix = ""
+    row_idx = -1
+    ncols = 0
+    before: list[str | None] | None = None
+    after: list[str | None] | None = None
+    cur: list[str | None] | None = None
+    lineno = 0
+    line = ""
+
+    def fail(msg: str, at: int | None = None) -> BinlogParseError:
+        where = at if at is not None else ev_pos if ev_table is not None else expected
+        return BinlogParseError(f"binlog file {file}, position {where}: {msg} "
+                                f"(text line {lineno}: {line[:200]!r})")
+
+    def close_row() -> None:
+        nonlocal cur, before, after
+        tm, target = ev_table, ev_target
+        if cur is None or tm is None or target is None:
+            cur = before = after = None
+            return
+        base = {"seq": None, "src_file": file, "src_pos": ev_pos, "src_row": row_idx, "op": ev_kind, "gtid": None}
+        if target == "orders":
+            base["server_id"] = ev_server
+        base["ts_ms"] = ev_ts
+        try:
+            if ev_kind == "c":
+                assert after is not None
+                out = [("c", after)]
+            elif ev_kind == "d":
+                assert before is not None
+                out = [("d", before)]
+            else:
+                if before is None or after is None:
+                    raise fail("an update row without both a WHERE and a SET image")
+                k = tm.key_index
+                out = [("d", before), ("c", after)] if k >= 0 and before[k] != after[k] else [("u", after)]
+            for op, vals in out:
+                img = _image(tm, vals)
+                if target == "markers":
+                    if op == "c" and img["txn_id"] is not None:
+                        group.append(("m", img))
+                    continue
+                if target == "customers" and op == "d":
+                    img = {"customer_id": img["customer_id"], "customer_name": None, "region": None,
+                           "segment": None}
+                group.append((target, {**base, "op": op, **img}))
+        except (ValueError, InvalidOperation, IndexError) as e:
+            raise BinlogParseError(f"cannot read row {row_idx} of the rows event at {file}:{ev_pos} "
+                                   f"({tm.qualified}): {e}") from e
+        cur = before = after = None
+
+    def commit() -> None:
+        nonlocal seq, group
+        for kind, row in group:
+            if kind == "m":
+                markers[row["txn_id"]] = gtid
+                continue
+            row["seq"], row["gtid"] = seq, gtid
+            seq += 1
+            (orders if kind == "orders" else customers).append(row)
+        group = []
+
+    def drop_group() -> None:
+        nonlocal dropped, group
+        dropped += sum(1 for kind, _ in group if kind != "m")
+        group = []
+
+    for lineno, line in enumerate(lines, 1):  # noqa: B007 (lineno/line are read by fail())
+        if in_query:
+            if line == "/*!*/;":
+                in_query = False
+                stmt = " ".join(query_text).strip().upper()
+                if stmt == "COMMIT":
+                    commit()
+                elif stmt == "ROLLBACK":
+                    drop_group()
+            elif not line.endswith("/*!*/;") and len(query_text) < 4:
+                query_text.append(line)
+            continue
+        if not line.startswith("#"):
+            if line.startswith("SET @@SESSION.GTID_NEXT="):   # MySQL: the GTID event's body names it
+                q = line.split("'")
+                gtid = q[1] if len(q) > 2 and q[1] not in ("AUTOMATIC", "ANONYMOUS") else None
+            continue
+        if line.startswith("###"):
+            if line.startswith("###   @"):
+                if cur is None:
+                    raise fail("a row value outside a row of a rows event")
+                eq = line.find("=", 7)
+                try:
+                    cur[int(line[7:eq]) - 1] = line[eq + 1:]
+                except (ValueError, IndexError):
+                    raise fail(f"a row value for no column of {ev_table.qualified if ev_table else '?'} "
+                               f"(its Table_map lists {ncols})") from None
+            elif line == "### SET":
+                if cur is None or ev_kind == "d":
+                    raise fail("### SET outside an INSERT or UPDATE row")
+                if ev_kind == "u":
+                    cur = after = [None] * ncols
+            elif line == "### WHERE":
+                if cur is None:
+                    raise fail("### WHERE outside a row")
+            else:
+                if cur is not None:
+                    close_row()
+                if ev_table is None:
+                    raise fail("a row outside a rows event")
+                if not line.endswith(ev_prefix) or not line.startswith(("### INSERT INTO ", "### UPDATE ",
+                                                                         "### DELETE FROM ")):
+                    raise fail(f"a row that does not belong to the rows event's table {ev_table.qualified}")
+                row_idx += 1
+                if ev_kind == "c":
+                    after, before = [None] * ncols, None
+                    cur = after
+                else:
+                    before, after = [None] * ncols, None
+                    cur = before
+            continue
+        if line.startswith("# at "):
+            if cur is not None:
+                close_row()
+            ev_table = ev_target = None
+            filling = None
+            try:
+                pending_at.append(int(line[5:]))
+            except ValueError:
+                raise fail("a '# at' line without a position") from None
+            continue
+        if line[1:2].isdigit():
+            # an event header: #YYMMDD HH:MM:SS server id N  end_log_pos M [CRC32 0x..] \t<description>
+            if cur is not None:
+                close_row()
+            ev_table = ev_target = None
+            filling = None
+            head, _, desc = line.partition("\t")
+            toks = head.split()
+            if len(toks) < 7 or toks[2] != "server" or toks[5] != "end_log_pos":
+                raise fail("an event header of an unknown shape")
+            if not pending_at:
+                raise fail("an event header without a preceding '# at' line")
+            pos = pending_at.pop(0)
+            end_pos = int(toks[6])
+            if expected and pos != expected and file is not None:
+                raise fail(f"broken position chain: an event at {pos} but the previous event ended at {expected}",
+                           pos)
+            expected = end_pos
+            events += 1
+            if desc.startswith(("Write_rows", "Update_rows", "Delete_rows")):
+                tid = desc.partition("table id ")[2].split(" ", 1)[0]
+                tm = tables.get(tid)
+                if tm is None:
+                    raise fail(f"a rows event for table id {tid} with no Table_map before it")
+                if file is None:
+                    raise fail("a rows event before any Rotate event named the binlog file")
+                target = targets.get(tm.qualified)
+                if not tm.resolve(wanted[target] if target else (), keys[target] if target else ""):
+                    raise fail(f"no column names in the Table_map of {tm.qualified}: start the server with "
+                               "binlog_row_metadata=FULL")
+                assert tm.columns is not None
+                ev_table, ev_target, ncols = tm, target, len(tm.columns)
+                ev_kind = "c" if desc[0] == "W" else "u" if desc[0] == "U" else "d"
+                ev_pos, ev_server = pos, int(toks[4])
+                ev_ts = _header_ts_ms(toks[0], toks[1])
+                ev_prefix = " " + tm.qualified
+                row_idx = -1
+            elif desc.startswith("Table_map: "):
+                name = desc[11:].rsplit(" mapped to number ", 1)
+                if len(name) != 2:
+                    raise fail("a Table_map event of an unknown shape")
+                qualified, tid = name[0], name[1].strip()
+                schema, _, table = qualified.partition("`.`")
+                filling = tables[tid] = _TableMap(schema.strip("`"), table.strip("`"))
+            elif desc.startswith("Xid"):
+                commit()
+            elif desc.startswith("Query"):
+                in_query, query_text = True, []
+            elif desc.startswith("GTID") or desc.startswith("Anonymous_GTID"):
+                if group:
+                    drop_group()
+                mariadb = desc.startswith("GTID ")
+                gtid = desc.split()[1] if mariadb else None
+            elif desc.startswith("Rotate to "):
+                rotated = desc[10:].split()[0]
+                file, expected = rotated, None
+                if rotated not in files:
+                    files.append(rotated)
+                continue
+            if file is not None:
+                if first is None and pos >= 4:
+                    first = (file, pos)
+                if end_pos:
+                    end = (file, end_pos)
+            continue
+        if line.startswith(FILE_MARK):
+            file, expected = line[len(FILE_MARK):].strip(), None
+            if file not in files:
+                files.append(file)
+            continue
+        if filling is not None and (line.startswith("# Columns(") or line.startswith("#         ")):
+            filling.add_column_line(line[10:])
+            continue
+    if cur is not None:
+        close_row()
+    if group:
+        drop_group()   # the open tail of the log: not committed (yet)
+    return ParsedBinlog(orders, customers, markers, events, files, first, end, dropped)
+
+
+# --- tables ----------------------------------------------------------------------------------------------
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pydict({f.name: [r[f.name] for r in rows] for f in schema}, schema=schema)
+
+
+def _ms(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return (value.replace(tzinfo=dt.UTC) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(
+            milliseconds=1)
+    raise TypeError(f"expected a datetime, got {value!r}")
+
+
+def read_final_state(conn: pymysql.connections.Connection, database: str) -> pa.Table:
+    """``<db>.orders`` now, as STATE_SCHEMA (DATETIME columns as epoch ms UTC)."""
+    cols = ", ".join(f"`{_SOURCE_NAME.get(c, c)}`" for c in ORDER_COLUMNS)
     with conn.cursor() as cur:
-        cur.execute(f"SELECT {cols} FROM {table} ORDER BY order_id")
+        cur.execute(f"SELECT {cols} FROM `{database}`.`orders` ORDER BY order_id")
         rows = cur.fetchall()
-    data: dict[str, list[Any]] = {f.name: [] for f in STATE_SCHEMA}
+    data: dict[str, list[Any]] = {c: [] for c in ORDER_COLUMNS}
+    timed = {c for c in ORDER_COLUMNS if c.endswith("_ms")}
     for r in rows:
-        *vals, event_time = r
-        for name, v in zip(["order_id", *[c for c in STATE_COLUMNS if c != "event_time_ms"]], vals, strict=True):
-            data[name].append(v)
-        data["event_time_ms"].append(_ms(event_time))
+        for c, v in zip(ORDER_COLUMNS, r, strict=True):
+            data[c].append(_ms(v) if c in timed else v)
     return pa.Table.from_pydict(data, schema=STATE_SCHEMA)
 
 
-def changes_table(changes: list[dict[str, Any]], history: History | None) -> pa.Table:
-    classes: dict[tuple[int, int, bool], str] = {}
-    if history is not None:
-        for op, _entry, _rows in history.operations():
-            classes[(op.order_id, op.version, op.is_delete)] = op.event_class
-    for c in changes:
-        c["event_class"] = classes.get((c["order_id"], c["version"], c["is_delete"]), "unknown")
-    return pa.Table.from_pylist(changes, schema=TRUTH_SCHEMA)
+def cross_check_history(committed_txns: dict[int, str | None], history: Any) -> dict[str, list[dict[str, Any]]]:
+    """Anomalies between what the client saw and what the database committed (by workload markers).
 
-
-def cross_check_history(changes: list[dict[str, Any]], history: History) -> dict[str, list[dict[str, Any]]]:
-    """Anomalies between what the client saw and what the database committed.
-
-    - ``HISTORY_OK_NOT_COMMITTED``: the client saw COMMIT succeed but the binlog lacks the change;
-    - ``HISTORY_FAILED_BUT_COMMITTED``: the client saw a failure or rollback, yet the change is in the binlog.
-    Indeterminate transactions are resolved (``resolved``) and never counted as either.
+    - ``HISTORY_OK_NOT_COMMITTED``: the client saw COMMIT succeed but the binlog has no marker of the
+      transaction (or the marker's GTID differs from the one the client recorded);
+    - ``HISTORY_FAILED_BUT_COMMITTED``: the client saw a failure or rollback, yet the marker is committed;
+    - ``resolved_indeterminate``: ``info`` transactions (connection lost during COMMIT), with ``committed``.
     """
-    seen = {(c["order_id"], c["version"], c["is_delete"]) for c in changes}
-    deleted = {c["order_id"] for c in changes if c["is_delete"]}
     out: dict[str, list[dict[str, Any]]] = {"HISTORY_OK_NOT_COMMITTED": [], "HISTORY_FAILED_BUT_COMMITTED": [],
                                              "resolved_indeterminate": []}
-    for op, entry, rows in history.operations():
-        key = (op.order_id, op.version, op.is_delete)
-        # a delete's before-image version is the database's, which may differ from the generator's
-        present = op.order_id in deleted if op.kind == "delete" else key in seen
-        example = {"txn": entry.txn, "op": op.kind, "order_id": op.order_id, "version": op.version}
-        if entry.outcome == "ok" and rows > 0 and not present:
-            out["HISTORY_OK_NOT_COMMITTED"].append(example)
-        elif entry.outcome in ("fail", "rolled_back") and present and rows != 0:
-            out["HISTORY_FAILED_BUT_COMMITTED"].append(example)
-        elif entry.outcome == "info":
+    for entry in history.entries:
+        txn, outcome = int(entry.txn), entry.outcome
+        recorded = getattr(entry, "gtid", None)
+        present = txn in committed_txns
+        binlog_gtid = committed_txns.get(txn)
+        example = {"txn": txn, "outcome": outcome, "gtid": recorded, "binlog_gtid": binlog_gtid}
+        if outcome == "ok":
+            if not present or (recorded is not None and binlog_gtid is not None and recorded != binlog_gtid):
+                out["HISTORY_OK_NOT_COMMITTED"].append(example)
+        elif outcome in ("fail", "rolled_back"):
+            if present:
+                out["HISTORY_FAILED_BUT_COMMITTED"].append(example)
+        elif outcome == "info":
             out["resolved_indeterminate"].append({**example, "committed": present})
     return out
 
 
+def _snapshot_coordinates(cur: Any) -> tuple[str, int] | None:
+    """MariaDB: the binlog coordinates of the open consistent snapshot (None elsewhere)."""
+    try:
+        cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        status = {str(k).lower(): v for k, v in cur.fetchall()}
+    except pymysql.MySQLError:
+        return None
+    f, p = status.get("binlog_snapshot_file"), status.get("binlog_snapshot_position")
+    return (str(f), int(p)) if f and p is not None else None
+
+
 def collect(db_endpoints: dict[str, Any], history: History | None,
             start: tuple[str, int] | None = None) -> GroundTruth:
-    """Read the binlog (from ``start``) and the final table of a running database (``Database.endpoints()``)."""
-    host, port = db_endpoints["host"], db_endpoints["port"]
+    """Read the final table, then the whole readable binlog, of a running database (``Database.endpoints()``).
+
+    ``changes`` keeps the orders changes at or after ``start`` (binlog coordinates); ``customers`` and the
+    workload markers are never filtered."""
+    host, port = db_endpoints["host"], int(db_endpoints["port"])
     user, password = db_endpoints["root_user"], db_endpoints["root_password"]
-    changes = read_binlog_changes(host, port, user, password, db_endpoints["database"],
-                                  is_mariadb=db_endpoints.get("kind", "mariadb") == "mariadb", start=start)
-    with pymysql.connect(host=host, port=port, user=user, password=password,
-                         database=db_endpoints["database"]) as conn:
-        final = read_final_state(conn)
-    anomalies = cross_check_history(changes, history) if history is not None else {}
-    return GroundTruth(changes_table(changes, history), final, anomalies)
+    database = db_endpoints["database"]
+    is_mariadb = db_endpoints.get("kind", "mariadb") == "mariadb"
+    with pymysql.connect(host=host, port=port, user=user, password=password, database=database) as conn:
+        with conn.cursor() as cur:
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            snapshot = _snapshot_coordinates(cur)
+        final = read_final_state(conn, database)
+        conn.rollback()
+    parsed = parse_binlog_lines(stream_binlog(host, port, user, password, is_mariadb), database)
+    orders = parsed.orders
+    if start is not None:
+        key = coordinate_key(*start)
+        numbers = {f: file_number(f) for f in parsed.files}
+        orders = [r for r in orders if (numbers[r["src_file"]], r["src_pos"]) >= key]
+    anomalies = cross_check_history(parsed.txn_markers, history) if history is not None else {}
+    facts: dict[str, Any] = {
+        "files": parsed.files, "events": parsed.events, "first": parsed.first, "end": parsed.end,
+        "start": tuple(start) if start is not None else None,
+        "orders_changes": len(parsed.orders), "orders_changes_from_start": len(orders),
+        "customers_changes": len(parsed.customers), "workload_markers": len(parsed.txn_markers),
+        "uncommitted_rows_dropped": parsed.uncommitted_rows_dropped,
+        "final_state_at": snapshot,
+        # the final table is the state the changes fold to only if no orders change committed after it was read
+        "final_state_consistent": None if snapshot is None else all(
+            coordinate_key(r["src_file"], r["src_pos"]) < coordinate_key(*snapshot) for r in parsed.orders[-1:]),
+    }
+    return GroundTruth(_table(orders, ORDERS_TRUTH_SCHEMA), _table(parsed.customers, CUSTOMERS_TRUTH_SCHEMA),
+                       final, dict(parsed.txn_markers), anomalies, facts)

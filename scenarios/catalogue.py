@@ -49,6 +49,24 @@ class Scenario:
     expect: frozenset[str] = frozenset()         # empty: must be CLEAN; else: must convict with one of these
     stack: dict[str, dict[str, Any]] = field(default_factory=dict)   # stack.toml overrides (e.g. 3 brokers)
 
+    def passed(self, result: dict[str, Any]) -> tuple[bool, str]:
+        """Did a run of this scenario pass, and why not: the verdict matches the expectation (CLEAN, or a
+        known-bad job convicted under one of the expected classes), every fault was injected, and every fault
+        was shown to reach the job.  The one rule for pytest, ``cdc-chaos run`` and the nightly runner."""
+        verdict = result["verdict"]
+        found = {k for k, v in verdict["anomalies"].items() if v["count"]}
+        problems = []
+        if self.expect and not found & self.expect:
+            problems.append(f"expected a conviction under {sorted(self.expect)}, found {sorted(found) or 'none'}")
+        elif not self.expect and not verdict["clean"]:
+            problems.append(f"expected CLEAN, got {verdict['verdict']}: {sorted(found)}")
+        if "INEFFECTIVE_FAULT" in found:
+            problems.append("a fault did not reach the job (INEFFECTIVE_FAULT)")
+        failed = [e for e in result["timeline"] if e["phase"] == "error" and e.get("failed_phase") == "inject"]
+        if failed:
+            problems.append(f"faults not injected: {failed}")
+        return not problems, "; ".join(problems)
+
 
 SCENARIOS: list[Scenario] = [
     Scenario("baseline", "no fault", "the pipeline is exactly-once and partitions correctly when nothing fails"),
@@ -115,6 +133,21 @@ SCENARIOS: list[Scenario] = [
              "a TaskManager killed mid-stream", "the suite convicts a job whose sink never commits what its source "
              "has acknowledged (LOST)", at(lambda: TaskManagerKill(), 0.3, 4), job_variant="no_checkpointing",
              expect=frozenset({"LOST"})),
+    Scenario("teeth_version_dedup", "job that deduplicates on (order_id, version, is_delete), an application "
+             "column; the workload's updates mostly leave version alone", "the suite convicts a job whose change "
+             "identity is not the source log's (LOST)", job_variant="version_dedup", expect=frozenset({"LOST"})),
+    Scenario("teeth_trusted_watermark_jobmanager_kill", "job that routes by Flink's raw watermark (NULL = on "
+             "time); the JobManager is killed and the job resumed onto a backlog with many late changes",
+             "the suite convicts routing that trusts a watermark Flink does not checkpoint (LATE_MISROUTED)",
+             at(lambda: JobManagerKill(), 0.35, 3), workload={"late_fraction": 0.3}, job_variant="trusted_watermark",
+             expect=frozenset({"LATE_MISROUTED"})),
+    Scenario("teeth_route_all_late", "job that routes every change late and forges the watermark it records",
+             "the suite judges routing from truth, not from the job's own watermark column (LATE_MISROUTED)",
+             job_variant="route_all_late", expect=frozenset({"LATE_MISROUTED"})),
+    Scenario("teeth_stale_enrichment", "job that enriches from the customers' first version only (a dimension "
+             "cached at start) while customers move region and segment", "the suite recomputes enrichment from "
+             "the database's own customers history (ENRICHMENT_WRONG)", job_variant="stale_enrichment",
+             expect=frozenset({"ENRICHMENT_WRONG"})),
 ]
 
 BY_NAME = {s.name: s for s in SCENARIOS}

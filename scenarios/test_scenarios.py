@@ -34,15 +34,11 @@ def test_scenario(scenario: Scenario, stacks: StackPool, seed: int, request: pyt
     result["stats"]["healed_before"] = healed
     paths = write_report(report_dir(scenario.name, seed), result)
     verdict = result["verdict"]
-    found = {k for k, v in verdict["anomalies"].items() if v["count"]}
-    ok = verdict["clean"] if not scenario.expect else bool(found & scenario.expect)
-    # a fault that could not be injected means the scenario did not test what it claims
-    not_injected = [e for e in result["timeline"] if e["phase"] == "error" and e.get("failed_phase") == "inject"]
-    ok = ok and not not_injected
+    ok, why = scenario.passed(result)
     if not ok:
         (paths["html"].parent / "component-logs.txt").write_text(stack.log_tails(300))
         request.node.add_report_section("call", "component logs", stack.log_tails(25))
-    message = (f"\n{result['summary']}\nfaults not injected: {not_injected}"
+    message = (f"\n{result['summary']}\n{why}"
                f"\nexpected: {'CLEAN' if not scenario.expect else sorted(scenario.expect)}"
                f"\nfault timeline: {json.dumps(result['timeline'], default=str)[:3000]}"
                f"\nseed {seed}; replay: {replay}\nreport: {paths['html']}")

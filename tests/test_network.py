@@ -193,7 +193,8 @@ def test_run_through_a_network_fault_is_clean(stack: Stack, seed: int, name: str
           f"checkpoints={checkpoints}")
     assert result["verdict"]["clean"], result["summary"] + json.dumps(result["timeline"], default=str)
     assert not stats["nemesis_errors"], stats["nemesis_errors"]
-    assert [e["phase"] for e in result["timeline"]] == ["inject", "heal"], result["timeline"]
+    assert [e["phase"] for e in result["timeline"]] == ["inject", "heal", "verify"], result["timeline"]
+    assert result["timeline"][2]["effective"], result["timeline"][2]   # the nemesis' own evidence agrees
     assert stats["recovery"][0]["lag_zero_after_s"] is not None, stats["lag_samples"]
     assert stack.proxy.state()[nemesis["route"]]["toxics"] == []     # the final heal removed the fault
     # ... and the fault reached the job (its traffic really goes through the proxy)

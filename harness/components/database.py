@@ -102,6 +102,7 @@ class Database(Component):
             "--bind-address=127.0.0.1", f"--socket={self.socket_path}", f"--pid-file={self.dir / 'mysqld.pid'}",
             f"--server-id={db.server_id}", f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW",
             "--binlog-row-image=FULL", "--binlog-row-metadata=FULL", "--skip-name-resolve",
+            "--event-scheduler=ON",   # the heartbeat tick in init.sql
             "--innodb-buffer-pool-size=64M",
             "--max-connections=200", f"--log-error={self.dir / 'error.log'}", *_as_root_flags(),
         ]

@@ -151,7 +151,9 @@ class KafkaBroker(Component):
     def after_healthy(self) -> None:
         k = self.config.kafka
         kafka_client.create_topic(self.bootstrap, k.topic, k.partitions, k.replication_factor,
-                                  config={"min.insync.replicas": str(k.min_insync_replicas)})
+                                  config={"min.insync.replicas": str(k.min_insync_replicas),
+                                          # the broker stamps each record: the checker's clock of "published"
+                                          "message.timestamp.type": "LogAppendTime"})
 
     def partition_leaders(self) -> dict[int, str]:
         """Partition of the CDC topic -> the member leading it (for leader-kill faults)."""

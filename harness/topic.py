@@ -1,0 +1,124 @@
+"""Topic evidence: what the CDC topic holds, read straight from the broker, independent of the job.
+
+Each Debezium JSON envelope (``value.converter.schemas.enable=false``: top-level ``before``, ``after``, ``op``,
+``ts_ms``, ``source{ts_ms, snapshot, db, table, server_id, gtid, file, pos, row}``) becomes one row of
+:data:`TOPIC_SCHEMA`.  ``kafka_ts_ms`` is the record timestamp; the topic is created with
+``message.timestamp.type=LogAppendTime``, so it is the broker's append time — a clock the job does not own.
+
+Tombstones (null value) and records that are not a Debezium envelope are skipped; how many is kept in the
+table's schema metadata (:func:`skipped_counts`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from harness import kafka_client
+
+ORDERS_TABLE = "orders"
+
+TOPIC_SCHEMA = pa.schema([
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("kafka_ts_ms", pa.int64()),      # the record timestamp (LogAppendTime: the broker's append time)
+    ("src_table", pa.string()),       # source.table: orders | customers | cdc_heartbeat | ...
+    ("op", pa.string()),              # c | u | d | r
+    ("src_file", pa.string()),
+    ("src_pos", pa.int64()),
+    ("src_row", pa.int32()),
+    ("src_ts_ms", pa.int64()),        # source.ts_ms: the binlog event's timestamp
+    ("order_id", pa.int64()),         # orders only: after.order_id (before.order_id for a delete)
+    ("event_time_ms", pa.int64()),    # orders only: after.event_time (c/u/r); source.ts_ms for a delete
+])
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    return int(value)
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """``event_time`` as Debezium sends it: epoch ms (time.precision.mode=connect); ISO text tolerated."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value).replace("Z", "+00:00")
+    t = dt.datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def parse_envelope(value: bytes) -> dict[str, Any] | None:
+    """The evidence fields of one Debezium envelope, or None if it is not one."""
+    try:
+        env = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(env, dict) and "payload" in env and "op" not in env:   # converter with schemas enabled
+        env = env["payload"]
+    if not isinstance(env, dict):
+        return None
+    op, src = env.get("op"), env.get("source")
+    if op not in ("c", "u", "d", "r") or not isinstance(src, dict):
+        return None
+    try:
+        table = src.get("table")
+        out: dict[str, Any] = {
+            "src_table": None if table is None else str(table), "op": op,
+            "src_file": None if src.get("file") is None else str(src["file"]),
+            "src_pos": _int(src.get("pos")), "src_row": _int(src.get("row")) or 0,
+            "src_ts_ms": _int(src.get("ts_ms")), "order_id": None, "event_time_ms": None,
+        }
+        if table == ORDERS_TABLE:
+            image = env.get("before") if op == "d" else env.get("after")
+            if not isinstance(image, dict):
+                return None
+            out["order_id"] = _int(image.get("order_id"))
+            out["event_time_ms"] = out["src_ts_ms"] if op == "d" else _epoch_ms(image.get("event_time"))
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return out
+
+
+def parse_records(records: Iterable[kafka_client.Record]) -> pa.Table:
+    """:data:`TOPIC_SCHEMA` rows of ``records``; skipped counts in the schema metadata."""
+    cols: dict[str, list[Any]] = {name: [] for name in TOPIC_SCHEMA.names}
+    tombstones = unparsable = 0
+    for rec in records:
+        if rec.value is None:
+            tombstones += 1
+            continue
+        row = parse_envelope(rec.value)
+        if row is None:
+            unparsable += 1
+            continue
+        cols["kafka_partition"].append(rec.partition)
+        cols["kafka_offset"].append(rec.offset)
+        cols["kafka_ts_ms"].append(rec.timestamp_ms)
+        for name, v in row.items():
+            cols[name].append(v)
+    table = pa.Table.from_pydict(cols, schema=TOPIC_SCHEMA)
+    return table.replace_schema_metadata({"tombstones": str(tombstones), "unparsable": str(unparsable)})
+
+
+def skipped_counts(table: pa.Table) -> dict[str, int]:
+    """``{"tombstones": n, "unparsable": n}`` recorded by :func:`parse_records` (zeros if absent)."""
+    meta = table.schema.metadata or {}
+    return {k: int(meta.get(k.encode(), b"0")) for k in ("tombstones", "unparsable")}
+
+
+def read_topic_evidence(bootstrap: str, topic: str, start_offsets: dict[int, int] | None,
+                        end_offsets: dict[int, int] | None = None, timeout: float = 120) -> pa.Table:
+    """Every record of ``topic`` from ``start_offsets`` (None: the earliest) to ``end_offsets`` (None: the log
+    end now), parsed into :data:`TOPIC_SCHEMA`."""
+    ends = end_offsets if end_offsets is not None else kafka_client.end_offsets(bootstrap, topic)
+    records = kafka_client.read_range(bootstrap, topic, dict(start_offsets or {}), ends, timeout=timeout)
+    return parse_records(records)

@@ -1,0 +1,310 @@
+"""A fault counts only when the run proves it reached the job: each nemesis targets what the job runs on and
+reports, in a ``verify`` event of the fault timeline, whether it was effective and why.
+
+The pure parts (mapping Flink's REST answers to stack members, the before/after comparisons) are tested on
+recorded REST JSON; the rest on a real stack with a running job: a TaskManager kill takes the TaskManager that
+hosts the job and proves the job failed over, a kill of an idle TaskManager is reported ineffective, and a
+Flink pause takes the hosting TaskManager."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness import kafka_client
+from harness.nemesis import (
+    NO_JOB,
+    Nemesis,
+    NemesisRunner,
+    Observation,
+    Pause,
+    Recovery,
+    Schedule,
+    TaskManagerKill,
+    Verification,
+    accepted_connections,
+    checkpoint_status,
+    checkpoints_hit,
+    hosting_members,
+    kafka_errors_in,
+    map_taskmanagers,
+    offsets_frozen,
+    resent_changes,
+    restarted_since,
+)
+from harness.pipeline import Pipeline
+from harness.stack import Stack
+
+# --- recorded REST answers (Flink 2.2, one job of parallelism 1 on taskmanager-2 of two;
+# trimmed from a live stack) -------------------
+
+TM_HOST = "127.0.0.1:44431-cd6ab0"     # resource id: host:RPC port-suffix
+TM_IDLE = "127.0.0.1:38731-943401"
+REGISTERED = [
+    {"id": TM_HOST, "path": "pekko.tcp://flink@127.0.0.1:44431/user/rpc/taskmanager_0", "dataPort": 45031,
+     "jmxPort": -1, "slotsNumber": 2, "freeSlots": 1},
+    {"id": TM_IDLE, "path": "pekko.tcp://flink@127.0.0.1:38731/user/rpc/taskmanager_0", "dataPort": 33377,
+     "jmxPort": -1, "slotsNumber": 2, "freeSlots": 2},
+]
+VERTEX_TMS = [  # /jobs/<id>/vertices/<vid>/taskmanagers, reduced by Pipeline.task_locations
+    {"vertex": "Source: cdc_typed[1] -> (Calc[2], Calc[23])", "vertex_id": "v1", "taskmanager_id": TM_HOST,
+     "endpoint": "localhost:45031", "status": "RUNNING"},
+    {"vertex": "StreamingFileWriter -> end: Writer", "vertex_id": "v2", "taskmanager_id": TM_HOST,
+     "endpoint": "localhost:45031", "status": "RUNNING"},
+]
+MEMBER_PORTS = {"taskmanager-1": {40643, 38731, 33377}, "taskmanager-2": {45031, 44431, 37899}}  # LISTEN
+
+
+def test_taskmanager_ids_map_to_the_members_listening_on_their_ports() -> None:
+    by_id = map_taskmanagers(VERTEX_TMS, REGISTERED, MEMBER_PORTS)
+    assert by_id == {TM_HOST: "taskmanager-2", TM_IDLE: "taskmanager-1"}
+    placement = hosting_members(VERTEX_TMS, by_id)
+    assert placement["hosting"] == {"taskmanager-2": ["Source: cdc_typed[1] -> (Calc[2], Calc[23])",
+                                                      "StreamingFileWriter -> end: Writer"]}
+    assert placement["taskmanager_ids"] == {"taskmanager-2": TM_HOST} and placement["unmapped"] == []
+    # only the data port known (no /taskmanagers entry): the endpoint alone still maps it
+    assert map_taskmanagers([{**VERTEX_TMS[0], "taskmanager_id": "tm-x"}], [], MEMBER_PORTS) == \
+        {"tm-x": "taskmanager-2"}
+    # a restarted TaskManager listens on new ports: the old id maps to nobody and is reported
+    unmapped = hosting_members(VERTEX_TMS, map_taskmanagers(VERTEX_TMS, REGISTERED, {"taskmanager-2": {1}}))
+    assert unmapped["hosting"] == {} and unmapped["unmapped"] == [TM_HOST]
+
+
+def test_taskmanager_targets_follow_the_job() -> None:
+    from harness.nemesis import _choose_taskmanager
+
+    placement = {"hosting": {"taskmanager-2": ["src"]}}
+    tms = ["taskmanager-1", "taskmanager-2"]
+    assert _choose_taskmanager(tms, placement, "job", random.Random(1))[0] == "taskmanager-2"
+    assert _choose_taskmanager(tms, placement, "idle", random.Random(1))[0] == "taskmanager-1"
+    assert _choose_taskmanager(tms, None, "job", random.Random(1))[1].startswith("random")
+    with pytest.raises(RuntimeError, match="no idle TaskManager"):
+        _choose_taskmanager(tms, {"hosting": {"taskmanager-1": [], "taskmanager-2": []}}, "idle", random.Random(1))
+    with pytest.raises(ValueError):
+        TaskManagerKill(target="nowhere")
+
+
+EXCEPTIONS = {"rootException": None, "exceptionHistory": {"truncated": False, "entries": [
+    {"exceptionName": "org.apache.flink.runtime.resourcemanager.exceptions.ResourceManagerException",
+     "timestamp": 1_700_000_012_000, "taskName": "OverAggregate[4] -> Calc[5] (1/1) - execution #0",
+     "endpoint": "localhost:45031", "taskManagerId": TM_HOST,
+     "failureLabels": {}, "concurrentExceptions": []}]}}
+
+
+def test_restart_evidence_needs_a_failure_after_the_inject() -> None:
+    before = {"num_restarts": 0, "restarting_ms": 0}
+    entries = EXCEPTIONS["exceptionHistory"]["entries"]   # type: ignore[index]
+    after_ok = {"num_restarts": 0, "restarting_ms": 1_700_000_012_050}
+    ev = restarted_since(before, after_ok, entries, inject_ms=1_700_000_010_000)
+    assert ev["restarted"] and len(ev["reasons"]) == 2, ev
+    assert restarted_since(before, {"num_restarts": 1, "restarting_ms": 0}, [], 1)["reasons"] == \
+        ["numRestarts rose 0 -> 1"]
+    # an older failure and an older RESTARTING are not this fault's
+    stale = restarted_since(before, {"num_restarts": 0, "restarting_ms": 1_699_999_000_000}, [],
+                            inject_ms=1_700_000_010_000)
+    assert not stale["restarted"]
+
+
+HISTORY = [  # /jobs/<id>/checkpoints "history", newest first
+    {"id": 9, "status": "COMPLETED", "trigger_timestamp": 30_000, "end_to_end_duration": 300},
+    {"id": 8, "status": "FAILED", "trigger_timestamp": 24_000, "end_to_end_duration": 5_100,
+     "failure_message": "Connection refused"},
+    {"id": 7, "status": "COMPLETED", "trigger_timestamp": 21_000, "end_to_end_duration": 5_500},
+    {"id": 6, "status": "COMPLETED", "trigger_timestamp": 15_000, "end_to_end_duration": 250},
+    {"id": 5, "status": "COMPLETED", "trigger_timestamp": 12_000, "end_to_end_duration": 200},
+]
+
+
+def test_checkpoints_hit_by_a_fault_window() -> None:
+    baseline = HISTORY[3:]
+    hit = checkpoints_hit(HISTORY, baseline, inject_ms=20_000, heal_ms=26_000)
+    assert [(c["id"], c["hit"].split()[0]) for c in hit["hit"]] == [(8, "failed"), (7, "took")], hit
+    assert hit["normal_ms"] == 225 and hit["slow_ms"] == 2000
+    # nothing overlapped a fault long before: no evidence
+    assert checkpoints_hit(HISTORY, baseline, inject_ms=1_000, heal_ms=5_000)["hit"] == []
+    # a normal checkpoint inside the window is not evidence either
+    assert checkpoints_hit(HISTORY[:1], baseline, inject_ms=29_000, heal_ms=35_000)["hit"] == []
+    assert checkpoint_status(HISTORY, 8) == "FAILED" and checkpoint_status(HISTORY, 42) is None
+
+
+def test_offsets_frozen_only_while_the_topic_grew() -> None:
+    before = {"ends": {0: 100, 1: 100}, "committed": {0: 90, 1: 95}}
+    assert offsets_frozen(before, {"ends": {0: 150, 1: 120}, "committed": {0: 90, 1: 95}})["frozen"]
+    assert not offsets_frozen(before, {"ends": {0: 150, 1: 120}, "committed": {0: 140, 1: 95}})["frozen"]
+    assert not offsets_frozen(before, {"ends": {0: 100, 1: 100}, "committed": {0: 90, 1: 95}})["frozen"]
+    assert offsets_frozen(before, {"error": "broker down"}) == {"frozen": False, "readable": False}
+
+
+def test_resent_debezium_changes_are_found_after_the_fault_only() -> None:
+    def env(pos: int, row: int = 0, op: str = "c") -> bytes:
+        return json.dumps({"op": op, "source": {"file": "binlog.000002", "pos": pos, "row": row},
+                           "after": {"order_id": pos}}).encode()
+
+    values = [(0, 10, env(100)), (0, 11, env(200)), (0, 12, env(200, row=1)), (0, 13, b"not json"),
+              (0, 14, None), (0, 20, env(200)), (0, 21, env(300))]
+    found = resent_changes(values, first_new={0: 20})
+    assert found["resent"] == 1 and found["sample"][0]["at"] == [(0, 11), (0, 20)], found
+    # duplicates that both predate the fault belong to an earlier one
+    assert resent_changes([*values[:3], (0, 15, env(100))], first_new={0: 20})["resent"] == 0
+
+
+def test_kafka_client_errors_and_proxy_reconnects_are_counted() -> None:
+    logs = {"taskmanager-2": "2026-01-01 INFO all good\n"
+            "2026-01-01 WARN [Consumer clientId=x] Connection to node 1 (/127.0.0.1:4000) could not be "
+            "established. Node may not be available.\n"}
+    assert kafka_errors_in(logs)["count"] == 1
+    proxy_log = "\n".join(json.dumps({"time": t, "message": m, "name": n}) for t, m, n in [
+        ("2026-01-01T10:00:01Z", "Accepted client", "kafka"), ("2026-01-01T10:00:05Z", "Accepted client", "s3"),
+        ("2026-01-01T10:00:06Z", "Accepted client", "kafka"), ("2026-01-01T10:00:30Z", "Accepted client", "kafka")])
+    t0 = 1767261600000   # 2026-01-01T10:00:00Z
+    assert accepted_connections(proxy_log, ["kafka"], t0, t0 + 10_000) == 2
+
+
+# --- the runner: the verify phase, ineffective(), no job --------------------------------------------------
+
+class Claims(Nemesis):
+    """A fault whose verification says what it is told to."""
+
+    name = "claims"
+
+    def __init__(self, effective: bool) -> None:
+        self.effective = effective
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        return {"injected": True}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        return {}
+
+    def observe(self, stack: Stack, probe: Any, job_id: str) -> dict[str, Any]:
+        return {"seen": job_id}
+
+    def verify(self, stack: Stack, probe: Any, obs: Observation) -> Verification | None:
+        return Verification(self.effective, {"before": obs.before}, "told so")
+
+
+class Silent(Claims):
+    """A test's own fault without evidence: no verify event, never ineffective."""
+
+    def verify(self, stack: Stack, probe: Any, obs: Observation) -> Verification | None:
+        return None
+
+
+class FakeStack:
+    def __init__(self) -> None:
+        self.components: dict[str, Any] = {}
+
+
+def _run(schedule: Schedule, job: str | None) -> NemesisRunner:
+    from harness.nemesis import JobProbe
+
+    probe = JobProbe.__new__(JobProbe)         # no stack needed: these nemeses do not look at it
+    probe._job_id, probe._group = (lambda: job), (lambda: None)
+    runner = NemesisRunner(FakeStack(), schedule, random.Random(0), probe=probe)  # type: ignore[arg-type]
+    runner.start(time.monotonic())
+    time.sleep(max(f.at_s + f.duration_s for f in schedule.faults) + 0.2)
+    runner.finish()
+    return runner
+
+
+def test_each_fault_is_verified_on_its_own_and_ineffective_ones_are_listed() -> None:
+    schedule = Schedule([Schedule.fixed(Claims(True), 0.0, 0.05).faults[0],
+                         Schedule.fixed(Claims(False), 0.1, 0.05).faults[0],
+                         Schedule.fixed(Silent(True), 0.2, 0.05).faults[0]])
+    runner = _run(schedule, job="job-1")
+    phases = [(e["nemesis"], e["phase"]) for e in runner.timeline_dicts()]
+    assert phases.count(("claims", "verify")) == 2 and phases.count(("claims", "inject")) == 3
+    verify = [e for e in runner.timeline_dicts() if e["phase"] == "verify"]
+    assert {(v["fault"], v["effective"]) for v in verify} == {(0, True), (1, False)}
+    assert all(v["evidence"] == {"before": {"seen": "job-1"}} and v["job"] == "job-1" for v in verify)
+    bad = runner.ineffective()
+    assert [(b["fault"], b["why"]) for b in bad] == [(1, "told so")]
+
+
+def test_without_a_job_a_fault_is_ineffective_with_no_job_to_observe() -> None:
+    runner = _run(Schedule.fixed(Claims(True), 0.0, 0.05), job=None)
+    assert [(b["nemesis"], b["effective"], b["why"]) for b in runner.ineffective()] == [("claims", False, NO_JOB)]
+
+
+# --- on a real stack with a running job -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def job(stack: Stack) -> Iterator[Pipeline]:
+    """One running job for this module's faults (started at the topic's end, its own lake prefix)."""
+    from flink_job.sql import JobConfig
+
+    stack.heal()
+    pipeline = Pipeline(stack)
+    pipeline.cancel_all()
+    ends = kafka_client.end_offsets(stack.kafka.bootstrap, stack.config.kafka.topic)
+    name = f"nemesis-evidence-{int(time.time())}"
+    cfg = JobConfig(bootstrap=stack.kafka.proxied_bootstrap or stack.kafka.bootstrap,
+                    lake_root=f"s3://{stack.config.s3.bucket}/runs/{name}", topic=stack.config.kafka.topic,
+                    group_id=f"cdc-chaos-{name}", startup_mode="specific-offsets",
+                    startup_offsets=tuple(sorted(ends.items())), checkpoint_interval_ms=1000)
+    try:
+        job_id = pipeline.submit(cfg)
+        pipeline.wait_running(job_id)
+    except Exception as exc:  # noqa: BLE001 - name the cause: the job itself may be mid-rewrite
+        pytest.fail(f"could not start the job these faults are aimed at: {exc}"[:3000])
+    try:
+        yield pipeline
+    finally:
+        pipeline.cancel_all()
+
+
+def _fault(stack: Stack, pipeline: Pipeline, nemesis: Nemesis, duration_s: float) -> tuple[dict, dict, dict]:
+    """Run one fault through a NemesisRunner aimed at the pipeline's job; (inject, verify, observed before)."""
+    pipeline.wait_running(pipeline.current_job_id or "")
+    runner = NemesisRunner(stack, Schedule.fixed(nemesis, 0.0, duration_s), random.Random(7), recovery=pipeline)
+    runner.start(time.monotonic())
+    time.sleep(duration_s + 0.5)
+    runner.finish()
+    events = {e["phase"]: e for e in runner.timeline_dicts()}
+    assert not runner.errors, runner.errors
+    assert list(events) == ["inject", "heal", "verify"], runner.timeline_dicts()
+    verify = events["verify"]
+    print(f"\n{nemesis.name}: inject={json.dumps(events['inject'], default=str)}\n"
+          f"  verify={json.dumps(verify, default=str)[:3000]}")
+    stack["flink"].wait_healthy()
+    return events["inject"], verify, runner.ineffective()[0] if runner.ineffective() else {}
+
+
+def _hosting(stack: Stack, pipeline: Pipeline) -> set[str]:
+    from harness.nemesis import JobProbe
+
+    assert pipeline.current_job_id
+    return set(JobProbe(stack).placement(pipeline.current_job_id)["hosting"])
+
+
+def test_taskmanager_kill_takes_the_hosting_taskmanager_and_the_job_fails_over(stack: Stack,
+                                                                               job: Pipeline) -> None:
+    hosting = _hosting(stack, job)
+    assert len(hosting) == 1, hosting           # parallelism 1: the job runs on one of the two
+    inject, verify, _ = _fault(stack, job, TaskManagerKill(), 3)
+    assert set(inject["killed"]) == hosting and inject["chosen"] == "hosts the job's tasks"
+    assert verify["effective"], verify
+    assert verify["evidence"]["failover"]["restarted"] and set(verify["evidence"]["hosting"]) == hosting
+    assert "failed over" in verify["why"]
+
+
+def test_a_kill_of_a_taskmanager_hosting_no_task_is_ineffective(stack: Stack, job: Pipeline) -> None:
+    hosting = _hosting(stack, job)
+    inject, verify, ineffective = _fault(stack, job, TaskManagerKill(target="idle"), 2)
+    assert inject["killed"] and not set(inject["killed"]) & hosting
+    assert verify["effective"] is False and "hosted no task" in verify["why"], verify
+    assert ineffective and ineffective["nemesis"] == "taskmanager-kill" and ineffective["why"] == verify["why"]
+    assert not verify["evidence"]["failover"]["restarted"], verify
+
+
+def test_a_flink_pause_takes_the_hosting_taskmanager(stack: Stack, job: Pipeline) -> None:
+    hosting = _hosting(stack, job)
+    # the catalogue's pause names taskmanager-1: only a fallback, the job's host is what gets paused
+    inject, verify, _ = _fault(stack, job, Pause("flink", "taskmanager-1"), 7)
+    assert {inject["paused"]} == hosting and inject["chosen"] == "hosts the job's tasks", inject
+    assert verify["effective"], verify
