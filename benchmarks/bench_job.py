@@ -3,22 +3,29 @@
     python -m benchmarks.bench_job [--changes N] [--rate R] [--seconds S] [--only throughput|freshness]
                                    [--parallelism 1,2] [--checkpoint-ms 3000] [--seed N] [--json]
 
-Throughput: N real Debezium change events are put in ``orders_cdc`` first (bulk SQL into the database -
-multi-row INSERTs, then range UPDATEs and DELETEs following the version rule - which Debezium publishes;
-the Debezium publish rate is a side figure), then a fresh job starts at the offsets before that backlog.
-changes/s = N / time from job RUNNING (Flink's own timestamp of the switch, before the tasks deploy) until
-all N changes are in committed Parquet (row counts from Parquet footers).  The rows' ``processed_ms`` split
+Throughput: about N real Debezium change events are put in ``orders_cdc`` first (bulk SQL into the database
+- multi-row INSERTs, then range UPDATEs and DELETEs - which Debezium publishes; the Debezium publish rate is a
+side figure), then a fresh job starts at the offsets before that backlog.  The changes are counted in the
+topic, not assumed: the records with ``source.table = 'orders'`` between the start offsets and the binlog
+position after the last statement (distinct binlog coordinates ``(file, pos, row, op)``, the job's change
+identity; the topic also holds heartbeats, every second).  changes/s = that count / time from job RUNNING
+(Flink's own timestamp of the switch, before the tasks deploy) until as many rows are in committed Parquet
+(row counts from Parquet footers).  The rows' ``processed_ms`` split
 that time into start-up, processing and the wait for the committing checkpoint.  The same backlog is
 replayed once per ``--parallelism`` value, in that order, each into its own lake prefix (the first job on a
 fresh stack also pays the TaskManager's JIT warm-up: ``--parallelism 1,2,1`` shows how much).
 
 Freshness: with a fresh job running, the seeded workload (``harness.workload``) applies R changes/s for S s;
 for every committed change, freshness = first time its row is visible in committed Parquet (a lake listing
-every ``--poll-ms``) - commit time in the database (the history's ``complete_ms``).  First-seen is the end of
+every ``--poll-ms``) - commit time in the database (the history's ``complete_ms``).  A committed transaction's
+changes are the topic's orders records carrying its GTID (``@@last_gtid`` after COMMIT, in the history); each is
+matched to its lake row by binlog coordinates (``(src_file, src_pos, src_row, op)``; the row's ``src_gtid``
+must agree).  First-seen is the end of
 the first listing that showed the file, an upper bound; the lower bound (the listing before) is reported too.
 
 Alongside: CPU per stack component and per TaskManager thread (Flink names task threads after their operator
-chain) and the job's checkpoint durations, so a figure short of its target says what limited it.  The job
+chain) and the job's checkpoints (durations; state and checkpointed size of the latest completed one, and
+the state of the deduplication operator), so a figure short of its target says what limited it.  The job
 reads Kafka directly (not through the stack's network proxy, which exists for fault injection).
 """
 
@@ -36,23 +43,24 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import requests
 
 from benchmarks.e2e import (
     ChangeId,
     LakePoller,
     LakeVisibility,
-    RunningJob,
     SeenFile,
+    binlog_end,
+    checkpoint_stats,
+    human_bytes,
     latency_summary,
     now_ms,
+    read_topic_changes,
     start_job,
     topic_end,
 )
 from harness.config import load_config
-from harness.enrichment import STATUSES
 from harness.stack import Stack
-from harness.workload import WorkloadClient, WorkloadConfig, generate
+from harness.workload import ORDER_KINDS, STATUSES, WorkloadClient, WorkloadConfig, generate
 
 #: targets from the issue
 THROUGHPUT_TARGET = 20_000          # changes/s
@@ -71,8 +79,8 @@ def log(message: str) -> None:
 @dataclass(frozen=True)
 class PreloadPlan:
     """N changes as the workload's default mix (50 % inserts, 35 % updates, 15 % deletes): ids
-    ``first .. first+inserts-1`` are inserted at version 1, the first ``updates`` of them updated once to
-    version 2, the last ``deletes`` of them deleted (disjoint from the updated ones)."""
+    ``first .. first+inserts-1`` are inserted, the first ``updates`` of them updated once, the last ``deletes``
+    of them deleted (disjoint from the updated ones).  What Debezium publishes of it is counted in the topic."""
 
     inserts: int
     updates: int
@@ -88,26 +96,22 @@ class PreloadPlan:
     def changes(self) -> int:
         return self.inserts + self.updates + self.deletes
 
-    def topic_records(self, tombstones: bool) -> int:
-        """Records Debezium writes: one per change, plus a tombstone after each delete if configured."""
-        return self.changes + (self.deletes if tombstones else 0)
-
 
 def _utc_now_literal() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def preload(stack: Stack, plan: PreloadPlan, seed: int, chunk: int = 5000,
-            timeout_s: float = 900) -> tuple[dict[int, int], dict[str, Any]]:
-    """Apply the plan with bulk SQL and wait until Debezium has published all of it.
+            timeout_s: float = 900) -> tuple[dict[int, int], int, dict[str, Any]]:
+    """Apply the plan with bulk SQL and wait until Debezium has published all of it (every topic partition
+    past the binlog position after the last statement).
 
-    Returns the topic offsets before the backlog and the figures (SQL time, Debezium publish rate).
+    Returns the topic offsets before the backlog, the number of distinct orders changes Debezium published
+    there (what the lake must hold) and the figures (SQL time, Debezium publish rate, topic counts).
     """
     rng = random.Random(seed)
     products = [f"product-{rng.randrange(10**6):06d}" for _ in range(200)]
-    tombstones = stack.connect.connector_config()["config"].get("tombstones.on.delete", "true") == "true"
     start_offsets = topic_end(stack)
-    expected = plan.topic_records(tombstones)
     first, end = plan.first_order_id, plan.first_order_id + plan.inserts
     t0 = time.monotonic()
     with stack.database.connect() as conn, conn.cursor() as cur:
@@ -124,31 +128,27 @@ def preload(stack: Stack, plan: PreloadPlan, seed: int, chunk: int = 5000,
         for a in range(first, first + plan.updates, chunk):
             b = min(a + chunk, first + plan.updates) - 1
             cur.execute(f"UPDATE orders SET status = ELT(1 + (order_id + %s) %% {len(STATUSES)}, {status_list}), "
-                        "quantity = quantity %% 20 + 1, event_time = %s, version = version + 1 "
+                        "quantity = quantity %% 20 + 1, event_time = %s "
                         "WHERE order_id BETWEEN %s AND %s", (seed, _utc_now_literal(), a, b))
             conn.commit()
         for a in range(end - plan.deletes, end, chunk):
             cur.execute("DELETE FROM orders WHERE order_id BETWEEN %s AND %s", (a, min(a + chunk, end) - 1))
             conn.commit()
     sql_s = time.monotonic() - t0
-    log(f"pre-load SQL done in {sql_s:.1f}s; waiting for Debezium to publish {expected} records")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        ends = topic_end(stack)
-        published = sum(ends[p] - start_offsets.get(p, 0) for p in ends)
-        if published >= expected:
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Debezium published {published} of {expected} records in {timeout_s:.0f}s")
-        time.sleep(0.2)
+    mark = binlog_end(stack)
+    log(f"pre-load SQL done in {sql_s:.1f}s; reading the topic until Debezium is past binlog position {mark}")
+    topic = read_topic_changes(stack, start_offsets, mark, timeout_s=timeout_s)
     publish_s = time.monotonic() - t0
-    figures = {"changes": plan.changes, "plan": asdict(plan), "topic_records": published,
-               "topic_records_expected": expected, "sql_s": round(sql_s, 1),
-               "sql_changes_per_s": round(plan.changes / sql_s),
+    changes = len(topic.distinct)
+    figures = {"changes": changes, "plan": asdict(plan), "topic_orders_records": len(topic.changes),
+               "topic_records": topic.records, "topic_records_per_table": topic.per_table,
+               "sql_s": round(sql_s, 1), "sql_changes_per_s": round(changes / sql_s),
                "debezium_published_s": round(publish_s, 1),
-               "debezium_changes_per_s": round(plan.changes / publish_s), "start_offsets": start_offsets,
-               "end_offsets": ends}
-    return start_offsets, figures
+               "debezium_changes_per_s": round(changes / publish_s), "start_offsets": start_offsets,
+               "end_offsets": topic.end_offsets, "binlog_mark": list(mark)}
+    if changes != plan.changes:
+        figures["note"] = f"the plan has {plan.changes} changes, the topic {changes}"
+    return start_offsets, changes, figures
 
 
 # --- what limited it: CPU per component and per TaskManager thread, checkpoint durations ---------------------
@@ -217,18 +217,6 @@ class CpuMeter:
                 "taskmanager_thread_cpu_pct": hot}
 
 
-def checkpoint_stats(job: RunningJob) -> dict[str, Any]:
-    try:
-        r = requests.get(f"{job.pipeline.rest}/jobs/{job.job_id}/checkpoints", timeout=5)
-        r.raise_for_status()
-        cps = r.json()
-    except requests.RequestException as exc:
-        return {"error": str(exc)}
-    e2e = (cps.get("summary") or {}).get("end_to_end_duration") or {}
-    return {"completed": cps.get("counts", {}).get("completed"), "failed": cps.get("counts", {}).get("failed"),
-            "duration_ms_avg": e2e.get("avg"), "duration_ms_max": e2e.get("max")}
-
-
 # --- throughput ----------------------------------------------------------------------------------------------
 
 def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int, parallelism: int,
@@ -269,7 +257,8 @@ def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int
     finally:
         job.cancel()
     seconds = (done_ms - job.running_ms) / 1000
-    # Where the time went, from the rows' own processing time (PROCTIME after deduplication): start-up until
+    # Where the time went, from the rows' own processing time (``processed_ms``: the job's PROCTIME as the row
+    # was computed; in the enriching job that can be after the temporal join's wait): start-up until
     # the first row, processing from the first to the last row, then waiting for the checkpoint that commits.
     processed = [ms for f in watch.seen.values() for ms in watch.column(f, "processed_ms") if ms is not None]
     first_ms, last_ms = min(processed, default=job.running_ms), max(processed, default=job.running_ms)
@@ -293,52 +282,77 @@ def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int
 
 # --- freshness -----------------------------------------------------------------------------------------------
 
-def match_key(order_id: int, version: int, is_delete: bool) -> ChangeId:
-    """How a history operation is matched to its lake row.  A delete by order id alone: its row carries the
-    version the database really deleted, which is behind the generator's count when an earlier update of
-    that order was rolled back (ids are never reused, so an order is deleted at most once)."""
-    return (order_id, -1, True) if is_delete else (order_id, version, False)
-
-
 def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: int, seed: int, parallelism: int,
                       checkpoint_ms: int, poll_s: float, drain_s: float) -> dict[str, Any]:
     prefix = f"bench/freshness-{now_ms()}"
     log(f"freshness: submitting a job into s3://lake/{prefix} (checkpoint interval {checkpoint_ms} ms)")
-    job = start_job(stack, prefix, topic_end(stack), parallelism=parallelism, checkpoint_interval_ms=checkpoint_ms,
-                    name="bench-freshness")
     watch = LakeVisibility.for_stack(stack, prefix)
     visible: dict[ChangeId, SeenFile] = {}
     processed: dict[ChangeId, int] = {}
+    lake_gtid: dict[ChangeId, str | None] = {}
     lock = threading.Lock()
 
     def attribute(f: SeenFile) -> None:
-        rows = [(match_key(*cid), ms) for cid, ms in watch.changes(f)]
+        rows = watch.changes(f)
         with lock:
-            for cid, ms in rows:
-                if cid not in visible or f.first_seen_ms < visible[cid].first_seen_ms:
-                    visible[cid], processed[cid] = f, ms
+            for ch in rows:
+                if ch.cid not in visible or f.first_seen_ms < visible[ch.cid].first_seen_ms:
+                    visible[ch.cid], processed[ch.cid], lake_gtid[ch.cid] = f, ch.processed_ms, ch.gtid
 
     workload = generate(WorkloadConfig(seed=seed, duration_s=seconds, rate=rate, concurrency=concurrency,
                                        first_order_id=FRESHNESS_FIRST_ORDER_ID))
     client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
+    client.seed_customers()   # the dimension the job joins; before the job's start offsets
+    start_offsets = topic_end(stack)
+    job = start_job(stack, prefix, start_offsets, parallelism=parallelism, checkpoint_interval_ms=checkpoint_ms,
+                    name="bench-freshness")
     cpu = CpuMeter(stack)
     try:
         with LakePoller(watch, poll_s, on_new=attribute) as poller:
             cpu.start()
             start_at = time.monotonic() + 0.5
             t0_ms = now_ms() + 500
-            log(f"applying {len(workload.operations)} operations at {rate:g}/s for {seconds:g}s "
-                f"from {concurrency} connections")
+            log(f"applying {len(workload.operations)} operations in {len(workload.transactions)} transactions at "
+                f"{rate:g}/s for {seconds:g}s from {concurrency} connections")
             history = client.run(start_at=start_at)
-            committed: dict[ChangeId, int] = {}
+            # committed transactions that changed orders rows, by GTID -> commit time
+            committed_txn: dict[str, int] = {}
             lags: list[int] = []
-            for op, entry, n in history.operations():
-                lags.append(entry.invoke_ms - (t0_ms + int(op.at_s * 1000)))
-                if entry.outcome == "ok" and n > 0 and entry.complete_ms is not None:
-                    committed[match_key(op.order_id, op.version, op.is_delete)] = entry.complete_ms
-            last_commit_ms = max(committed.values(), default=t0_ms)
-            log(f"{len(committed)} changes committed; waiting up to {drain_s:g}s for all of them in the lake")
+            no_gtid = 0
+            for e in history.entries:
+                lags.append(e.invoke_ms - (t0_ms + int(workload.transaction(e.txn).at_s * 1000)))
+                if e.outcome != "ok" or e.complete_ms is None:
+                    continue
+                ops = workload.transaction(e.txn).ops
+                if not any(o.kind in ORDER_KINDS and k < len(e.rowcounts) and e.rowcounts[k] > 0
+                           for k, o in enumerate(ops)):
+                    continue
+                if e.gtid is None:
+                    no_gtid += 1
+                else:
+                    committed_txn[e.gtid] = e.complete_ms
+            mark = binlog_end(stack)
+            last_commit_ms = max(committed_txn.values(), default=t0_ms)
+            log(f"{len(committed_txn)} transactions committed orders changes; waiting up to {drain_s:g}s for all "
+                "of them in the lake")
+            # first by GTID (cheap), then the topic is read for every change's coordinates: reading it while the
+            # changes are still on their way would take CPU from the pipeline under measurement
             drain_start = time.monotonic()
+            while time.monotonic() < drain_start + drain_s:
+                with lock:
+                    if set(committed_txn) <= set(lake_gtid.values()):
+                        break
+                time.sleep(0.2)
+            topic = read_topic_changes(stack, start_offsets, mark)
+            # every orders change of those transactions, as Debezium published it: identity -> commit time
+            committed: dict[ChangeId, int] = {}
+            to_topic: list[int] = []
+            for ch in topic.changes:
+                if ch.gtid in committed_txn and ch.cid not in committed:
+                    committed[ch.cid] = committed_txn[ch.gtid]
+                    to_topic.append(ch.kafka_ts_ms - committed_txn[ch.gtid])
+            txns_in_topic = {ch.gtid for ch in topic.changes if ch.gtid in committed_txn}
+            log(f"{len(committed)} changes of them in the topic")
             while time.monotonic() < drain_start + drain_s:
                 with lock:
                     if all(c in visible for c in committed):
@@ -353,6 +367,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
     # the two halves: commit -> processed by the job (Debezium, Kafka, the source), processed -> visible
     # (waiting for the checkpoint that commits the file, and the commit itself)
     to_processed = [processed[c] - ms for c, ms in committed.items() if c in visible]
+    gtid_mismatch = [c for c in committed if c in visible and lake_gtid[c] not in committed_txn]
     to_visible = [visible[c].first_seen_ms - processed[c] for c in committed if c in visible]
     applied_s = (last_commit_ms - t0_ms) / 1000
     listing = sorted(watch.listing_ms)
@@ -364,10 +379,14 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
         "listing_ms_p50": listing[len(listing) // 2] if listing else None,
         "offered_rate": rate, "seconds": seconds, "concurrency": concurrency,
         "operations_scheduled": len(workload.operations), "transactions": history.counts(),
-        "changes_committed": len(committed),
+        "transactions_committed_orders": len(committed_txn), "transactions_without_gtid": no_gtid,
+        "transactions_not_in_topic": len(committed_txn) - len(txns_in_topic),
+        "topic_records_read": topic.records, "topic_records_per_table": topic.per_table,
+        "changes_committed": len(committed), "lake_rows_gtid_mismatch": len(gtid_mismatch),
         "achieved_changes_per_s": round(len(committed) / applied_s) if applied_s > 0 else None,
         "schedule_lag_ms": latency_summary([max(0, x) for x in lags]),
         "freshness_ms": freshness, "freshness_ms_lower_bound": latency_summary(lower),
+        "commit_to_topic_ms": latency_summary(to_topic),
         "commit_to_processed_ms": latency_summary(to_processed),
         "processed_to_visible_ms": latency_summary(to_visible),
         "not_visible": len(committed) - len(upper),
@@ -406,14 +425,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["stack_up_s"] = round(stack.timings["total"], 1)
         if args.only in (None, "throughput"):
             plan = PreloadPlan.of(args.changes, PRELOAD_FIRST_ORDER_ID)
-            start_offsets, result["debezium_preload"] = preload(stack, plan, seed)
+            start_offsets, changes, result["debezium_preload"] = preload(stack, plan, seed)
             d = result["debezium_preload"]
             log(f"Debezium published {d['changes']} changes in {d['debezium_published_s']}s "
                 f"({d['debezium_changes_per_s']}/s)")
             result["throughput"] = []
             for p in parallelisms:
-                r = measure_throughput(stack, start_offsets, plan.changes, p, args.checkpoint_ms,
-                                       args.poll_ms / 1000, timeout_s=120 + plan.changes / 500)
+                r = measure_throughput(stack, start_offsets, changes, p, args.checkpoint_ms,
+                                       args.poll_ms / 1000, timeout_s=120 + changes / 500)
                 log(f"parallelism {p}: {r['lake_rows']} rows in {r['seconds_running_to_committed']}s "
                     f"= {r['changes_per_s']} changes/s")
                 result["throughput"].append(r)
@@ -436,14 +455,29 @@ def _print_cpu(usage: dict[str, Any]) -> None:
             print(f"    {tm} threads: " + ", ".join(f"{n!r} {v}" for n, v in threads.items()))
 
 
+def _print_checkpoints(cp: dict[str, Any]) -> None:
+    if "error" in cp:
+        print(f"  checkpoints: REST error {cp['error']}")
+        return
+    latest = (f"latest completed #{cp.get('latest_id')}: state size {human_bytes(cp.get('latest_state_size'))}, "
+              f"checkpointed size {human_bytes(cp.get('latest_checkpointed_size'))}, "
+              f"dedup state {human_bytes(cp.get('dedup_state'))}")
+    print(f"  checkpoints: {cp['completed']} completed, {cp['failed']} failed, duration avg "
+          f"{cp['duration_ms_avg']} max {cp['duration_ms_max']} ms; {latest}")
+    ops = cp.get("operators") or {}
+    if ops:
+        print("    state per operator: " + "; ".join(f"{n[:60]!r} {human_bytes(v)}" for n, v in list(ops.items())[:4]))
+
+
 def print_report(result: dict[str, Any]) -> None:
     print(f"seed {result['seed']}, stack up in {result['stack_up_s']}s")
     if "debezium_preload" in result:
         d = result["debezium_preload"]
         print(f"pre-load: {d['changes']} changes ({d['plan']['inserts']} inserts, {d['plan']['updates']} updates, "
               f"{d['plan']['deletes']} deletes) by bulk SQL in {d['sql_s']}s; Debezium published "
-              f"{d['topic_records']} records in {d['debezium_published_s']}s = {d['debezium_changes_per_s']} "
-              "changes/s")
+              f"{d['topic_orders_records']} orders records ({d['changes']} distinct changes; "
+              f"{d['topic_records']} records in all: {d['topic_records_per_table']}) in {d['debezium_published_s']}s "
+              f"= {d['debezium_changes_per_s']} changes/s" + (f"; NOTE {d['note']}" if "note" in d else ""))
     for r in result.get("throughput", []):
         verdict = "meets" if (r["changes_per_s"] or 0) >= THROUGHPUT_TARGET else "below"
         print(f"throughput p={r['parallelism']}: {r['lake_rows']}/{r['changes']} changes committed in "
@@ -454,7 +488,8 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"  phases (s): job RUNNING -> all tasks RUNNING {ph['running_to_tasks_running']}, -> first row "
               f"processed {ph['running_to_first_row']}, first -> last row "
               f"{ph['first_to_last_row']} ({r['processing_changes_per_s']} changes/s while processing), last row -> "
-              f"committed {ph['last_row_to_committed']}; checkpoints {r['checkpoints']}")
+              f"committed {ph['last_row_to_committed']}")
+        _print_checkpoints(r["checkpoints"])
         _print_cpu(r["cpu"])
     if "freshness" in result:
         f = result["freshness"]
@@ -470,7 +505,14 @@ def print_report(result: dict[str, Any]) -> None:
         if a["count"]:
             print(f"  of which commit->processed by the job p50 {a['p50']} p99 {a['p99']}, processed->visible "
                   f"p50 {b['p50']} p99 {b['p99']}")
-        print(f"  not visible: {f['not_visible']} {f['not_visible_examples']}; checkpoints {f['checkpoints']}")
+        c = f["commit_to_topic_ms"]
+        if c["count"]:
+            print(f"  commit->in topic (Kafka LogAppendTime) p50 {c['p50']} p99 {c['p99']}")
+        print(f"  matched by GTID/coordinates: {f['transactions_committed_orders']} transactions, "
+              f"{f['changes_committed']} changes ({f['transactions_without_gtid']} without GTID, "
+              f"{f['transactions_not_in_topic']} not in the topic, {f['lake_rows_gtid_mismatch']} lake rows whose "
+              f"src_gtid disagrees); not visible: {f['not_visible']} {f['not_visible_examples']}")
+        _print_checkpoints(f["checkpoints"])
         _print_cpu(f["cpu"])
 
 

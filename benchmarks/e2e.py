@@ -1,10 +1,16 @@
 """End-to-end helpers shared by ``benchmarks.bench_job`` and ``benchmarks/locustfile.py``.
 
 - ``LakeVisibility``: lists a lake prefix and records, for every *committed* data file of the main and late
-  tables, when it was first seen (and reads its row count from the Parquet footer, or its change identities).
+  tables, when it was first seen (and reads its row count from the Parquet footer, or its changes: binlog
+  coordinates, transaction GTID, processing time).
+- ``read_topic_changes``: the orders changes Debezium published in a topic range, read from the broker, up to
+  a binlog position (so the count is what the topic holds, not what the benchmark meant to write).
+- ``checkpoint_stats``: the job's checkpoint counts, durations and sizes (latest completed checkpoint, and the
+  state size of its stateful operators, the deduplication's among them) from Flink's REST API.
 - ``LakePoller``: runs a ``LakeVisibility`` from a background thread every ``interval_s``.
 - ``start_job`` / ``attach_current``: a fresh job into its own lake prefix at given topic offsets; a handle on
   the stack ``./run cdc-chaos up`` started.
+- ``binlog_end``: the database's binlog position now (``SHOW MASTER STATUS``).
 - ``latency_summary``: count, p50/p95/p99/max/mean of a list of milliseconds (nearest rank).
 
 The job a locust run watches is started with the CLI: ``./run cdc-chaos job submit --name locust --prefix
@@ -13,6 +19,7 @@ bench/locust-1 --from now``.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -32,9 +39,23 @@ from harness.pipeline import Pipeline
 from harness.rundir import current_run_dir
 from harness.runner import new_job_config
 from harness.stack import Stack
+from harness.topic import ORDERS_TABLE
+from harness.truth import coordinate_key
 
-#: a source change's identity, as the checker uses it: (order_id, version, is_delete)
-ChangeId = tuple[int, int, bool]
+#: a source change's identity, as the job and the checker use it: its place in the binlog
+#: ``(src_file, src_pos, src_row, op)`` (``harness.lake_schema.CHANGE_KEY``; a primary-key update is a delete and
+#: an insert at the same place, hence ``op``).  Snapshot rows (op ``r``) share one place: the benchmarks write
+#: none, they only read changes they made themselves.
+ChangeId = tuple[str, int, int, str]
+
+
+@dataclass(frozen=True)
+class LakeChange:
+    """One row of a change table: its identity, its transaction's GTID and when the job processed it."""
+
+    cid: ChangeId
+    gtid: str | None
+    processed_ms: int
 
 #: tables that hold source changes (the dead-letter table does not)
 CHANGE_TABLES = (MAIN_TABLE, LATE_TABLE)
@@ -61,7 +82,7 @@ class LakeVisibility:
     Committed = what ``harness.lake.LakeReader`` classifies as ``data`` (not hidden, not in progress); the
     Flink S3 sink only makes a file visible when the checkpoint that covers it completes.  ``poll_once`` is
     called from one thread at a time (no lock: under locust, threading locks are gevent's, and the listing runs
-    in a native thread); ``row_count`` and ``change_ids`` may run from any thread.
+    in a native thread); ``row_count``, ``changes`` and ``gtids`` may run from any thread.
     """
 
     def __init__(self, reader: LakeReader) -> None:
@@ -98,15 +119,17 @@ class LakeVisibility:
         with self.reader.fs.open_input_file(f.path) as fh:
             return list(pq.read_table(fh, columns=[name])[name].to_pylist())
 
-    def changes(self, f: SeenFile) -> list[tuple[ChangeId, int]]:
-        """Each row's change identity and its ``processed_ms`` (when the job processed it)."""
+    def changes(self, f: SeenFile) -> list[LakeChange]:
+        """Each row's change identity (binlog coordinates), transaction GTID and ``processed_ms``."""
+        cols = ("src_file", "src_pos", "src_row", "op", "src_gtid", "processed_ms")
         with self.reader.fs.open_input_file(f.path) as fh:
-            t = pq.read_table(fh, columns=["order_id", "version", "op", "processed_ms"])
-        return [((int(o), int(v), op == "d"), int(p)) for o, v, op, p in
-                zip(*(t[c].to_pylist() for c in ("order_id", "version", "op", "processed_ms")), strict=True)]
+            t = pq.read_table(fh, columns=list(cols))
+        return [LakeChange((str(fi), int(po), int(ro or 0), str(op)), g, int(pr)) for fi, po, ro, op, g, pr in
+                zip(*(t[c].to_pylist() for c in cols), strict=True)]
 
-    def change_ids(self, f: SeenFile) -> list[ChangeId]:
-        return [cid for cid, _ in self.changes(f)]
+    def gtids(self, f: SeenFile) -> list[str | None]:
+        """The transaction GTID of each row (``src_gtid``)."""
+        return [str(g) if g is not None else None for g in self.column(f, "src_gtid")]
 
 
 class LakePoller:
@@ -206,6 +229,150 @@ def start_job(stack: Stack, lake_prefix: str, start_offsets: dict[int, int], *, 
 
 def topic_end(stack: Stack) -> dict[int, int]:
     return kafka_client.end_offsets(stack.kafka.bootstrap, stack.config.kafka.topic)
+
+
+def binlog_end(stack: Stack) -> tuple[str, int]:
+    """The binlog position now: every change committed before this call lies before it."""
+    with stack.database.root_connection() as conn, conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("the database has no binlog")
+    return str(row[0]), int(row[1])
+
+
+@dataclass
+class TopicChange:
+    """One orders change as Debezium published it."""
+
+    cid: ChangeId
+    gtid: str | None
+    src_ts_ms: int | None
+    kafka_ts_ms: int
+    partition: int
+    offset: int
+
+
+@dataclass
+class TopicChanges:
+    changes: list[TopicChange]
+    records: int                      # every record read (all tables, tombstones included)
+    per_table: dict[str, int]         # records per source.table (heartbeats, customers, ...)
+    start_offsets: dict[int, int]
+    end_offsets: dict[int, int]       # where reading stopped (exclusive)
+    seconds: float                    # from the call until every partition was past the binlog mark
+
+    @property
+    def distinct(self) -> set[ChangeId]:
+        return {c.cid for c in self.changes}
+
+
+def _envelope(value: bytes | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        env = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(env, dict) and "payload" in env and "op" not in env:   # converter with schemas enabled
+        env = env["payload"]
+    return env if isinstance(env, dict) and isinstance(env.get("source"), dict) else None
+
+
+def read_topic_changes(stack: Stack, start_offsets: dict[int, int], until: tuple[str, int],
+                       timeout_s: float = 900, poll_s: float = 0.5) -> TopicChanges:
+    """The orders changes (``source.table = 'orders'``) in the topic from ``start_offsets``, read until every
+    partition holds a record at or past the binlog position ``until`` (the database's heartbeat writes every
+    partition each second, and Debezium publishes each partition in binlog order, so by then every change
+    committed before ``until`` is in).  Reads as Debezium publishes, so it doubles as the wait for it."""
+    bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+    t0 = time.monotonic()
+    pos = dict(start_offsets)
+    passed: set[int] = set()
+    mark = coordinate_key(*until)
+    changes: list[TopicChange] = []
+    per_table: dict[str, int] = {}
+    records = 0
+    while True:
+        ends = kafka_client.end_offsets(bootstrap, topic)
+        for rec in kafka_client.read_range(bootstrap, topic, pos, ends, timeout=120):
+            records += 1
+            env = _envelope(rec.value)
+            if env is None:
+                continue
+            src = env["source"]
+            table = str(src.get("table"))
+            per_table[table] = per_table.get(table, 0) + 1
+            file, p = src.get("file"), src.get("pos")
+            if file is not None and p is not None and coordinate_key(str(file), int(p)) >= mark:
+                passed.add(rec.partition)
+            if table == ORDERS_TABLE and env.get("op") in ("c", "u", "d", "r"):
+                cid = (str(file), int(p or 0), int(src.get("row") or 0), str(env["op"]))
+                changes.append(TopicChange(cid, src.get("gtid"), src.get("ts_ms"), rec.timestamp_ms,
+                                           rec.partition, rec.offset))
+        pos = {p: max(pos.get(p, 0), ends[p]) for p in ends}
+        if passed >= set(ends):
+            return TopicChanges(changes, records, per_table, dict(start_offsets), pos,
+                                round(time.monotonic() - t0, 1))
+        if time.monotonic() > t0 + timeout_s:
+            raise TimeoutError(f"the topic did not reach binlog position {until} in {timeout_s:.0f}s on partitions "
+                               f"{sorted(set(ends) - passed)} ({len(changes)} orders changes read)")
+        time.sleep(poll_s)
+
+
+def checkpoint_stats(job: RunningJob) -> dict[str, Any]:
+    """Checkpoint counts and durations, and the sizes of the latest completed checkpoint: ``state_size`` (the
+    full state) and ``checkpointed_size`` (what that checkpoint uploaded; equal without incremental
+    checkpoints), in bytes, plus ``state_size`` per stateful operator (job vertex).  ``dedup_state`` sums the
+    ``Deduplicate`` vertices: the change deduplication (by far the larger: one entry per change within the TTL)
+    and, in the enriching job, the dimension's latest-version view (one entry per customer)."""
+    rest = job.pipeline.rest
+    try:
+        r = requests.get(f"{rest}/jobs/{job.job_id}/checkpoints", timeout=5)
+        r.raise_for_status()
+        cps = r.json()
+    except requests.RequestException as exc:
+        return {"error": str(exc)}
+    summary = cps.get("summary") or {}
+    e2e = summary.get("end_to_end_duration") or {}
+    out: dict[str, Any] = {"completed": cps.get("counts", {}).get("completed"),
+                           "failed": cps.get("counts", {}).get("failed"),
+                           "duration_ms_avg": e2e.get("avg"), "duration_ms_max": e2e.get("max"),
+                           "state_size_max": (summary.get("state_size") or {}).get("max")}
+    latest = (cps.get("latest") or {}).get("completed") or {}
+    if latest:
+        out.update({"latest_id": latest.get("id"), "latest_state_size": latest.get("state_size"),
+                    "latest_checkpointed_size": latest.get("checkpointed_size"),
+                    "latest_duration_ms": latest.get("end_to_end_duration")})
+        out["operators"] = _operator_state(rest, job.job_id, latest.get("id"))
+        dedup = {k: v for k, v in out["operators"].items() if "deduplicate" in k.lower()}
+        out["dedup_state"] = sum(dedup.values()) if dedup else None
+    return out
+
+
+def _operator_state(rest: str, job_id: str, checkpoint_id: Any) -> dict[str, int]:
+    """``state_size`` per job vertex (named after its operator chain) in one checkpoint; stateless ones left out."""
+    try:
+        names = {v["id"]: v["name"] for v in requests.get(f"{rest}/jobs/{job_id}", timeout=5).json()["vertices"]}
+        d = requests.get(f"{rest}/jobs/{job_id}/checkpoints/details/{checkpoint_id}", timeout=5).json()
+    except (requests.RequestException, KeyError, ValueError):
+        return {}
+    out = {}
+    for vid, t in (d.get("tasks") or {}).items():
+        size = int(t.get("state_size") or 0)
+        if size:
+            out[str(names.get(vid, vid))[:120]] = size
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def human_bytes(n: Any) -> str:
+    if not isinstance(n, int | float):
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def attach_current() -> Stack:

@@ -1,11 +1,14 @@
 """Locust load on a running stack, with end-to-end latency: database commit -> row visible in the lake.
 
-Users (one pymysql connection each) insert orders and update their own orders (version bumped by one per
-write, as in ``harness.workload``) in the database of a stack ``./run cdc-chaos up`` started; every commit is
-a locust request (type ``mysql``, names ``insert`` / ``update``).  A freshness probe lists the lake prefix the
-job writes to every ``--e2e-poll-ms``, reads the (order_id, version, op) of every newly committed Parquet file
-and fires, per change of this run, a request of type ``e2e`` named ``commit->lake`` whose response time is
-commit -> first seen in committed Parquet (an upper bound: resolution = the poll interval).  A change not
+Users (one pymysql connection each) insert orders and update their own orders (``version`` is an ordinary
+column: a minority of updates bump it, as in ``harness.workload``) in the database of a stack ``./run
+cdc-chaos up`` started; every commit is a locust request (type ``mysql``, names ``insert`` / ``update``), and
+the user records the transaction's GTID (``SELECT @@last_gtid`` right after COMMIT).  Each transaction is one
+single-row statement, so one change per GTID.  A freshness probe lists the lake prefix the job writes to every
+``--e2e-poll-ms``, reads the ``src_gtid`` of every newly committed Parquet file and fires, per change of this
+run, a request of type ``e2e`` named ``commit->lake`` whose response time is commit -> first seen in committed
+Parquet (an upper bound: resolution = the poll interval).  A commit whose GTID could not be read is a failed
+``mysql`` request named ``gtid`` (it cannot be matched).  A change not
 visible after ``--e2e-timeout-s`` is a failure of that request.  So locust's own stats show e2e p50/p99.
 
 Run it (from the repository root, with the project's venv):
@@ -42,16 +45,17 @@ from locust import User, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from benchmarks.e2e import ChangeId, LakeVisibility, now_ms
-from harness.enrichment import STATUSES
+from benchmarks.e2e import LakeVisibility, now_ms
 from harness.rundir import current_run_dir
 from harness.stack import Stack
+from harness.workload import STATUSES
 
 #: order ids of this locust process: above anything the harness or the benchmarks use, and a range of 10**9 of
 #: its own per (start second, pid), so runs and worker processes never collide; each user has 10**6 of them
 ID_BASE = 5 * 10**18 + ((now_ms() // 1000 % 10**6) * 1000 + os.getpid() % 1000) * 10**9
 IDS_PER_USER = 10**6
 _user_numbers = itertools.count()
+VERSION_BUMP_FRACTION = 0.15     # updates that also bump ``version`` (an ordinary column)
 
 
 @events.init_command_line_parser.add_listener
@@ -72,7 +76,7 @@ class ProcessState:
 
     stack: Stack | None = None
     seed: int = 0
-    pending: dict[ChangeId, int] = field(default_factory=dict)   # change -> commit wall time (ms), until seen
+    pending: dict[str, int] = field(default_factory=dict)   # transaction GTID -> commit wall time (ms), until seen
     probe: FreshnessProbe | None = None
 
 
@@ -141,9 +145,8 @@ class FreshnessProbe:
             t0 = time.monotonic()
             try:
                 for f in pool.apply(self.watch.poll_once):
-                    ids = pool.apply(self.watch.change_ids, (f,))
-                    for cid in ids:
-                        commit_ms = STATE.pending.pop(cid, None)
+                    for gtid in pool.apply(self.watch.gtids, (f,)):
+                        commit_ms = STATE.pending.pop(gtid, None) if gtid is not None else None
                         if commit_ms is not None:   # else: not a change of this run
                             self._fire(f.first_seen_ms - commit_ms, None)
             except Exception as exc:  # noqa: BLE001 - an S3 hiccup is a gap in the probe, not the end of it
@@ -154,11 +157,12 @@ class FreshnessProbe:
     def _expire(self, force: bool = False) -> None:
         """Changes not visible after the timeout (or, at the very end, at all) are failures."""
         limit = now_ms() - int(self.timeout_s * 1000)
-        for cid, commit_ms in list(STATE.pending.items()):
+        for gtid, commit_ms in list(STATE.pending.items()):
             if force or commit_ms < limit:
-                del STATE.pending[cid]
+                del STATE.pending[gtid]
                 waited = now_ms() - commit_ms
-                self._fire(waited, RuntimeError(f"change {cid} not visible in the lake after {waited} ms"))
+                self._fire(waited, RuntimeError(f"change of transaction {gtid} not visible in the lake after "
+                                                f"{waited} ms"))
 
     def _fire(self, response_time_ms: int, exception: Exception | None) -> None:
         self.environment.events.request.fire(request_type="e2e", name="commit->lake",
@@ -176,7 +180,7 @@ class OrderWriter(User):
         number = next(_user_numbers)
         self.rng = random.Random(STATE.seed * 100_003 + number)
         self.next_id = ID_BASE + number * IDS_PER_USER
-        self.versions: dict[int, int] = {}
+        self.orders: list[int] = []
         self.conn: pymysql.connections.Connection | None = None
 
     def wait_time(self) -> float:
@@ -189,14 +193,13 @@ class OrderWriter(User):
 
     @task
     def write(self) -> None:
-        if self.versions and self.rng.random() < 0.4:
-            order_id = self.rng.choice(list(self.versions))
-            self._commit("update", order_id, self.versions[order_id] + 1)
+        if self.orders and self.rng.random() < 0.4:
+            self._commit("update", self.rng.choice(self.orders))
         else:
             self.next_id += 1
-            self._commit("insert", self.next_id, 1)
+            self._commit("insert", self.next_id)
 
-    def _commit(self, kind: str, order_id: int, version: int) -> None:
+    def _commit(self, kind: str, order_id: int) -> None:
         event_time = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         status, quantity = self.rng.choice(STATUSES), self.rng.randrange(1, 21)
         t0 = time.perf_counter()
@@ -209,10 +212,11 @@ class OrderWriter(User):
                     cur.execute("INSERT INTO orders (order_id, customer_id, product, quantity, unit_price, status, "
                                 "event_time, version) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
                                 (order_id, self.rng.randrange(1, 201), f"locust-{self.rng.randrange(1000):03d}",
-                                 quantity, f"{self.rng.randrange(100, 50000) / 100:.2f}", status, event_time, version))
+                                 quantity, f"{self.rng.randrange(100, 50000) / 100:.2f}", status, event_time, 1))
                 else:
-                    cur.execute("UPDATE orders SET status=%s, quantity=%s, event_time=%s, version=%s "
-                                "WHERE order_id=%s", (status, quantity, event_time, version, order_id))
+                    bump = ", version=version+1" if self.rng.random() < VERSION_BUMP_FRACTION else ""
+                    cur.execute(f"UPDATE orders SET status=%s, quantity=%s, event_time=%s{bump} WHERE order_id=%s",
+                                (status, quantity, event_time, order_id))
             self.conn.commit()
         except pymysql.MySQLError as exc:
             self._request(kind, t0, exc)
@@ -220,13 +224,35 @@ class OrderWriter(User):
                 self.conn.close()
                 self.conn = None
             return
-        committed_ms = now_ms()
-        self.versions[order_id] = version
-        if STATE.probe is not None:
-            STATE.pending[(order_id, version, False)] = committed_ms
-        self._request(kind, t0, None)
+        committed_ms, t1 = now_ms(), time.perf_counter()
+        if kind == "insert":
+            self.orders.append(order_id)
+        self._request(kind, t0, None, t1)
+        if STATE.probe is None:
+            return
+        gtid = self._last_gtid()
+        if gtid is None:
+            self.environment.events.request.fire(request_type="mysql", name="gtid", response_time=0,
+                                                 response_length=0, context={},
+                                                 exception=RuntimeError("no @@last_gtid after COMMIT"))
+        else:
+            STATE.pending[gtid] = committed_ms
 
-    def _request(self, kind: str, t0: float, exception: Exception | None) -> None:
-        self.environment.events.request.fire(request_type="mysql", name=kind,
-                                             response_time=(time.perf_counter() - t0) * 1000, response_length=1,
-                                             exception=exception, context={})
+    def _last_gtid(self) -> str | None:
+        """The GTID of the transaction this connection just committed (None if it cannot be read: the commit
+        stands, only its change cannot be matched)."""
+        if self.conn is None:
+            return None
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT @@last_gtid")
+                row = cur.fetchone()
+        except pymysql.MySQLError:
+            return None
+        return str(row[0]) if row and row[0] else None
+
+    def _request(self, kind: str, t0: float, exception: Exception | None, t1: float | None = None) -> None:
+        """A ``mysql`` request: statement + COMMIT, from ``t0`` to ``t1`` (perf_counter; default now)."""
+        end = time.perf_counter() if t1 is None else t1
+        self.environment.events.request.fire(request_type="mysql", name=kind, response_time=(end - t0) * 1000,
+                                             response_length=1, exception=exception, context={})

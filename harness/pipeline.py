@@ -102,7 +102,7 @@ class Pipeline:
         return f"{cfg.group_id}-typed"
 
     # --- submit / resume --------------------------------------------------------------------------
-    def submit(self, cfg: JobConfig, restore: str | None = None, timeout: float = 180) -> str:
+    def submit(self, cfg: JobConfig, restore: str | None = None, timeout: float = 300) -> str:
         from harness.install.flink import ensure_flink
 
         flink_home = ensure_flink(self.stack.config)
@@ -129,7 +129,7 @@ class Pipeline:
         self.submissions.append({"job_id": job_id, "restore": restore, "seconds": round(time.monotonic() - t0, 1)})
         return job_id
 
-    def wait_running(self, job_id: str, timeout: float = 120) -> None:
+    def wait_running(self, job_id: str, timeout: float = 180) -> None:
         """Until the job and every one of its tasks is RUNNING (so the workload is not racing deployment)."""
         def running() -> bool:
             job = self._get(f"/jobs/{job_id}")
@@ -158,7 +158,7 @@ class Pipeline:
                         best = (n, f"s3://{bucket}/{'/'.join(parts[:-1])}")
         return best[1] if best else None
 
-    def resume_latest(self, timeout: float = 180) -> str:
+    def resume_latest(self, timeout: float = 300) -> str:
         """Resume the current job from its latest retained checkpoint (e.g. after the JobManager was lost)."""
         if self.current_config is None:
             raise JobError("no job was submitted through this pipeline, nothing to resume")
@@ -321,7 +321,7 @@ def _sink_vertices(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [v for v in job.get("vertices", []) if "PartitionCommitter" in v.get("name", "")]
 
 
-def sink_watermark_ms(pipeline: Pipeline, job_id: str) -> int | None:
+def sink_watermark_ms(pipeline: Pipeline, job_id: str, settle_s: float = 1.5) -> int | None:
     """The watermark Flink reports at the main table's sink (what its partition commit acts on), or None.
 
     The REST API answers metrics from a cache that the request itself refreshes in the background, so the
@@ -336,6 +336,6 @@ def sink_watermark_ms(pipeline: Pipeline, job_id: str) -> int | None:
                 if value > -(2**62):
                     values.append(value)
         if attempt == 0:
-            time.sleep(1.5)
+            time.sleep(settle_s)
     return min(values) if values else None
 

@@ -86,8 +86,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("broker_kill", "SIGKILL the Kafka broker, restart it 5 s later",
              "producers (Connect) and the job's source recover without loss", at(lambda: BrokerKill(), 0.3, 5)),
     Scenario("broker_leader_kill_3", "3 brokers (RF=3, min ISR 2): SIGKILL the leader of a seeded orders_cdc "
-             "partition, restart it 5 s later", "leader failover loses nothing acknowledged and duplicates nothing",
-             at(lambda: BrokerKill(partition_leader=True), 0.3, 5), stack={"kafka": {"brokers": 3}}),
+             "partition, restart it 8 s later (the controller fences it after 4 s and moves its partitions)",
+             "leader failover loses nothing acknowledged and duplicates nothing",
+             at(lambda: BrokerKill(partition_leader=True), 0.3, 8), stack={"kafka": {"brokers": 3}}),
     Scenario("connect_kill", "SIGKILL the Kafka Connect worker; Debezium re-sends changes after restart",
              "the job's deduplication keeps re-sent changes out of the lake", at(lambda: ConnectKill(), 0.4, 3)),
     Scenario("database_restart", "SIGKILL the database server while the workload writes, restart it",

@@ -60,6 +60,9 @@ class FlinkCluster(Component):
             "parallelism.default": 1,
             "heartbeat.interval": f.heartbeat_interval_ms, "heartbeat.timeout": f.heartbeat_timeout_ms,
             "heartbeat.rpc-failure-threshold": 2,
+            # the REST API answers metrics (watermarks, restarts) from a cache refreshed at most this often; the
+            # nemeses sample the job's watermark within a fault of a few seconds
+            "metrics.fetcher.update-interval": 500,
             "resourcemanager.taskmanager-timeout": 10000,
             "slot.request.timeout": 60000,
             # through the network proxy when the stack has one, so network faults can hit the job's S3 traffic
