@@ -246,17 +246,12 @@ def cmd_load(config: StackConfig, args: argparse.Namespace) -> int:
     """Apply a seeded workload to the running stack's database (order ids never reused on that stack)."""
     import random
 
-    from harness.rundir import file_lock
+    from harness.runner import allocate_order_ids
     from harness.workload import WorkloadClient, WorkloadConfig, generate, summarize
 
     stack = _attached(config, args)
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    counter = stack.run.path / "jobs" / "next_order_id"
-    counter.parent.mkdir(exist_ok=True)
-    with file_lock(counter.with_suffix(".lock")):
-        first = int(counter.read_text()) if counter.exists() else 9_000_000_000_000
-        total = int(args.duration * args.rate) + 1
-        counter.write_text(str(first + total))
+    first = allocate_order_ids(stack, int(args.duration * args.rate) + 1)
     print(f"load: seed {seed} (replay: cdc-chaos load --seed {seed} --duration {args.duration} --rate {args.rate})",
           file=sys.stderr)
     workload = generate(WorkloadConfig(seed=seed, duration_s=args.duration, rate=args.rate, first_order_id=first,

@@ -22,6 +22,7 @@ from harness.checker import ExactlyOnceChecker, Verdict
 from harness.lake import LakeReader, LakeSnapshot
 from harness.nemesis import NemesisRunner, Schedule
 from harness.pipeline import Pipeline, sink_watermark_ms
+from harness.rundir import file_lock
 from harness.stack import Stack
 from harness.topic import read_topic_evidence
 from harness.workload import History, Workload, WorkloadClient, WorkloadConfig, generate, summarize
@@ -37,7 +38,7 @@ class RunSpec:
     schedule: Callable[[random.Random, float], Schedule] = lambda rng, d: Schedule.none()
     job_variant: str = "correct"
     checkpoint_interval_ms: int = 3000
-    quiesce_timeout_s: float = 120.0
+    quiesce_timeout_s: float = 240.0   # a job that restarts after a fault may need a while under load
     replay: str = ""
     # runs after the workload and the final heal, before judging (e.g. one change that pushes the watermark)
     finale: Callable[[Stack, Workload], None] | None = None
@@ -137,6 +138,17 @@ def _coordinates(value: bytes | None) -> tuple[str, int] | None:
         return str(src["file"]), int(src["pos"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def allocate_order_ids(stack: Stack, count: int) -> int:
+    """The first of ``count`` order ids no earlier workload on this stack used (and so no transaction marker
+    either: markers are ``first_order_id * 1000 + n``); one counter per stack, shared by every process."""
+    counter = stack.run.path / "jobs" / "next_order_id"
+    counter.parent.mkdir(exist_ok=True)
+    with file_lock(counter.with_suffix(".lock")):
+        first = int(counter.read_text()) if counter.exists() else 1_000_000_000
+        counter.write_text(str(first + count))
+    return first
 
 
 def new_job_config(stack: Stack, prefix: str, name: str, start_offsets: dict[int, int] | None,
@@ -314,7 +326,8 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
         if boundary_s:   # event time starts 10 s before the last hour or day boundary in UTC
             overrides["anchor_ms"] = int(time.time() // boundary_s * boundary_s * 1000) - 10_000
         wl_cfg = WorkloadConfig(seed=spec.seed, duration_s=spec.duration_s, rate=spec.rate,
-                                first_order_id=(index + 1) * 10_000_000 + 1, **overrides)
+                                first_order_id=allocate_order_ids(stack, int(spec.duration_s * spec.rate) + 1),
+                                **overrides)
         workload = generate(wl_cfg)
         client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
         client.seed_customers()

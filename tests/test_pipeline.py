@@ -17,7 +17,7 @@ from harness.lake import LakeReader
 from harness.lake_schema import CHANGE_SCHEMA
 from harness.nemesis import Nemesis, Recovery, Schedule
 from harness.pipeline import Pipeline
-from harness.runner import RunSpec, run
+from harness.runner import RunSpec, allocate_order_ids, run
 from harness.stack import Stack
 from harness.workload import Workload
 
@@ -118,7 +118,7 @@ def test_hour_boundary_gives_two_partitions_each_with_success(stack: Stack, seed
     boundary_ms = (int(time.time()) // 3600 + 2) * HOUR_MS   # at least an hour ahead, whenever the test runs
 
     def write_across_boundary(stack: Stack, workload: Workload) -> None:
-        first = workload.config.first_order_id + 9_000_000
+        first = allocate_order_ids(stack, 1001)
         with stack.database.connect() as conn, conn.cursor() as cur:
             for i, at_ms in enumerate(range(boundary_ms - 10_000, boundary_ms + 10_000, 500)):
                 cur.execute("SET TIMESTAMP = %s", (at_ms / 1000,))
@@ -132,8 +132,10 @@ def test_hour_boundary_gives_two_partitions_each_with_success(stack: Stack, seed
             cur.execute("INSERT INTO orders (order_id, customer_id, product, quantity, unit_price, status, "
                         "event_time) VALUES (%s, 1, 'watermark push', 1, 1.00, 'paid', FROM_UNIXTIME(%s))",
                         (first + 1000, at_ms / 1000))
-            # ... and into every partition (the heartbeat rows' keys cover them), since Flink's watermark is the
-            # least over the partitions and the database's own tick runs on the real clock, an hour behind
+            # ... and into every partition (the heartbeat rows' keys cover them) a little later, since Flink's
+            # watermark is the least over the partitions, a second behind their newest commit time, and the
+            # database's own tick runs on the real clock, an hour behind
+            cur.execute("SET TIMESTAMP = %s", (at_ms / 1000 + 3,))
             cur.execute("UPDATE cdc_heartbeat SET beat_at = NOW(6)")
             conn.commit()
         pushed.update(at_ms=at_ms)
