@@ -19,7 +19,6 @@ bench/locust-1 --from now``.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -39,7 +38,7 @@ from harness.pipeline import Pipeline
 from harness.rundir import current_run_dir
 from harness.runner import new_job_config
 from harness.stack import Stack
-from harness.topic import ORDERS_TABLE
+from harness.topic import ORDERS_TABLE, envelope
 from harness.truth import coordinate_key
 
 #: a source change's identity, as the job and the checker use it: its place in the binlog
@@ -267,18 +266,6 @@ class TopicChanges:
         return {c.cid for c in self.changes}
 
 
-def _envelope(value: bytes | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    try:
-        env = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(env, dict) and "payload" in env and "op" not in env:   # converter with schemas enabled
-        env = env["payload"]
-    return env if isinstance(env, dict) and isinstance(env.get("source"), dict) else None
-
-
 def read_topic_changes(stack: Stack, start_offsets: dict[int, int], until: tuple[str, int],
                        timeout_s: float = 900, poll_s: float = 0.5) -> TopicChanges:
     """The orders changes (``source.table = 'orders'``) in the topic from ``start_offsets``, read until every
@@ -297,7 +284,7 @@ def read_topic_changes(stack: Stack, start_offsets: dict[int, int], until: tuple
         ends = kafka_client.end_offsets(bootstrap, topic)
         for rec in kafka_client.read_range(bootstrap, topic, pos, ends, timeout=120):
             records += 1
-            env = _envelope(rec.value)
+            env = envelope(rec.value)
             if env is None:
                 continue
             src = env["source"]

@@ -56,15 +56,23 @@ def _epoch_ms(value: Any) -> int | None:
     return int(t.timestamp() * 1000)
 
 
-def parse_envelope(value: bytes) -> dict[str, Any] | None:
-    """The evidence fields of one Debezium envelope, or None if it is not one."""
+def envelope(value: bytes | None) -> dict[str, Any] | None:
+    """A record's Debezium envelope (with or without the converter's schema wrapper), or None."""
+    if value is None:
+        return None
     try:
         env = json.loads(value)
     except (ValueError, UnicodeDecodeError):
         return None
     if isinstance(env, dict) and "payload" in env and "op" not in env:   # converter with schemas enabled
         env = env["payload"]
-    if not isinstance(env, dict):
+    return env if isinstance(env, dict) and isinstance(env.get("source"), dict) else None
+
+
+def parse_envelope(value: bytes) -> dict[str, Any] | None:
+    """The evidence fields of one Debezium envelope, or None if it is not one."""
+    env = envelope(value)
+    if env is None:
         return None
     op, src = env.get("op"), env.get("source")
     if op not in ("c", "u", "d", "r") or not isinstance(src, dict):
