@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.components.database import Database
 from harness.config import StackConfig, load_config
 from harness.rundir import RunDir
 from harness.stack import Stack, StackPool
@@ -60,6 +61,19 @@ def stacks(stack_config: StackConfig) -> Iterator[StackPool]:
 def stack(stacks: StackPool) -> Stack:
     """The default stack of this worker (database, S3, Kafka, Connect, Flink)."""
     return stacks.get()
+
+
+@pytest.fixture(scope="module")
+def database(stack_config: StackConfig) -> Iterator[Database]:
+    """A real database server alone (init.sql applied), for tests of the workload and the truth reader."""
+    run = RunDir.create("database")
+    db = Database(stack_config, run, run.allocate_ports(Database.port_names(stack_config)))
+    try:
+        db.up()
+        yield db
+    finally:
+        db.kill()
+        run.remove()
 
 
 @pytest.fixture

@@ -14,26 +14,9 @@ import pytest
 
 from harness import truth
 from harness.components.database import Database
-from harness.config import StackConfig
-from harness.rundir import RunDir
 
 DB = "inventory"
 ROWS_EVENTS = ("Write_rows", "Update_rows", "Delete_rows")
-
-
-@pytest.fixture(scope="module")
-def database(stack_config: StackConfig) -> Iterator[Database]:
-    run = RunDir.create("truth")
-    db = Database(stack_config, run, run.allocate_ports(Database.port_names(stack_config)))
-    try:
-        db.up()
-        with db.connect(autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {DB}.{truth.MARKER_TABLE} "
-                        "(txn_id BIGINT NOT NULL PRIMARY KEY, worker INT)")
-        yield db
-    finally:
-        db.kill()
-        run.remove()
 
 
 @pytest.fixture

@@ -9,16 +9,13 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pymysql
-import pytest
 
 from harness.components.database import Database
 from harness.config import StackConfig
-from harness.rundir import RunDir
 from harness.workload import (
     EVENT_CLASSES,
     MARKER_SQL,
@@ -294,18 +291,6 @@ def test_client_stop_returns_promptly() -> None:
 
 
 # --- against a real MariaDB --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def database(stack_config: StackConfig) -> Iterator[Database]:
-    run = RunDir.create("workload")
-    db = Database(stack_config, run, run.allocate_ports(Database.port_names(stack_config)))
-    try:
-        db.up()
-        yield db
-    finally:
-        db.kill()
-        run.remove()
-
 
 def _ms_datetime(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).replace(tzinfo=None)
