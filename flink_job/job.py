@@ -18,7 +18,8 @@ from flink_job.sql import JobConfig, statements, table_config
 
 def build_and_submit(cfg: JobConfig, rest: str, restore: str | None, checkpoint_dir: str | None) -> str:
     from pyflink.common import Configuration
-    from pyflink.table import EnvironmentSettings, TableEnvironment
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import EnvironmentSettings, Schema, StreamTableEnvironment, Table
 
     host, port = rest.rsplit(":", 1)
     conf = Configuration()
@@ -34,15 +35,26 @@ def build_and_submit(cfg: JobConfig, rest: str, restore: str | None, checkpoint_
         settings["execution.state-recovery.ignore-unclaimed-state"] = "false"
     for k, v in settings.items():
         conf.set_string(k, v)
-    env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf)
-                                  .build())
+    stream_env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env = StreamTableEnvironment.create(
+        stream_env, EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build())
     for k, v in settings.items():   # table options must also be in the table config
         env.get_config().set(k, v)
-    ddl, inserts = statements(cfg)
-    for stmt in ddl:
+    plan = statements(cfg)
+    for stmt in plan.ddl:
         env.execute_sql(stmt)
+    # the change of clocks: log clock -> commit time.  Pure JVM operators (no Python function), so the
+    # TaskManagers still need no Python; rebalance so every watermark assigner sees the ticks
+    r = plan.restamp
+    rows = env.to_data_stream(env.from_path(r.source)).rebalance()
+    schema = Schema.new_builder().column_by_expression("commit_time", r.commit_time) \
+        .watermark("commit_time", r.watermark).build()
+    # the Java call itself: PyFlink's wrapper first configures Python operators by reflection, which Java 17
+    # refuses without --add-opens, and there is no Python operator here to configure
+    env.create_temporary_view(r.target, Table(env._j_tenv.fromDataStream(rows._j_data_stream, schema._j_schema),
+                                              env))
     statement_set = env.create_statement_set()
-    for stmt in inserts:
+    for stmt in plan.inserts:
         statement_set.add_insert_sql(stmt)
     result = statement_set.execute()
     client = result.get_job_client()

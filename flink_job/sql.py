@@ -3,13 +3,14 @@ Parquet in the lake.  Every operator runs in the JVM (no Python UDF on the hot p
 
 Data flow::
 
-    orders_cdc --json, from the job's start offsets--> cdc_typed
+    orders_cdc --json, from the job's start offsets--> cdc_typed            (Flink time: the log clock)
         -> routed     (routing watermark: a running max in checkpointed state, one global operator)
-        -> changes    (orders rows only, valid envelopes)
+        -> changes    (orders rows only, valid envelopes; the heartbeat table's rows ride along as ticks)
         -> deduped    (first row wins per change identity, TTL)
-        -> enriched   (event-time temporal join on commit time with the customers dimension)
+        -> enriched   (event-time temporal join on the log clock with the customers dimension)
+        -> restamped  (the change of clocks: Flink time becomes the commit time, ticks dropped after it)
         -> on time: lake_orders / late: lake_orders_late, partitioned dt/hr by event time
-    orders_cdc --json, from the earliest offset--> cdc_dim -> customers_versions (versioned view)
+    orders_cdc --json, from the earliest offset--> cdc_dim -> customers_versions (versioned view, log clock)
     orders_cdc --raw--> cdc_raw --(not JSON)--> lake_dlq  <--(JSON but not a valid envelope)-- cdc_typed
 
 **Change identity.**  A change is where it sits in the source log: ``(source.file, source.pos, source.row,
@@ -46,20 +47,31 @@ checkpoint its own watermarks; after a restore ``CURRENT_WATERMARK`` is NULL and
 as on time).  It is never below the change's own commit time minus the bound.  The value used is recorded in
 every row (``watermark_ms``).
 
-**Partition commit.**  Flink's watermark is on the *commit* time (``source.ts_ms``, bounded by
-``commit_bound_ms``); a partition's ``_SUCCESS`` is written once it passes the hour's end plus the routing
-bound.  Every record that advanced that watermark has passed the routing operator first, so by then the
-routing watermark is past the hour's end too and no on-time row can land in a committed hour, including rows
-still waiting in the join and rows routed after a restore.  The late table gets files after markers by design.
+**Two clocks.**  Up to the join, Flink's time is the *log clock*: a change's place in the binlog as a number
+(``LOG_CLOCK``), with the smallest over all partitions as the watermark.  Debezium publishes in log order and
+each partition keeps its keys in that order, so that watermark is exact: when it passes a place, every change
+before that place has been read, in every partition.  The binlog's own timestamps cannot serve: they say when
+a *statement began*, in whole seconds, so a transaction that stays open commits after changes with later
+timestamps.  After the join the rows pass through a DataStream (Flink SQL cannot re-declare a watermark
+mid-query) and come back with the *commit time* (``source.ts_ms``, bounded by ``commit_bound_ms``) as Flink's
+time, the clock of partition commit.
+
+**Partition commit.**  A partition's ``_SUCCESS`` is written once the commit-time watermark passes the hour's
+end plus the routing bound (and the one-hour commit delay).  Every record that advances that watermark has
+passed the routing operator first, so by then the routing watermark is past the hour's end too and no on-time
+row can land in a committed hour, including rows routed after a restore.  The late table gets files after
+markers by design.
 
 **Enrichment.**  ``customer_region``/``customer_segment`` come from the ``customers`` table itself, which
-Debezium captures into the same topic: the customer's row as of the order change's commit time (the version
-with the largest commit time <= the order's; among equal commit times the last in the binlog), through an
-event-time temporal join.  A customer deleted or not yet existing gives NULL enrichment; the order is never
-dropped.  Deterministic across failover and replay: the join waits for the watermark of a second reader of
-the whole topic, so every customers change committed up to that time has been read.  Debezium's heartbeat
-action query touches one ``cdc_heartbeat`` row per partition every second, so watermarks advance while the
-tables are idle.  Routing is decided before the join; the join only delays rows by about a second.
+Debezium captures into the same topic: the customer's row as the order change's commit saw it, i.e. the last
+customers change *before it in the binlog*, through an event-time temporal join on the log clock.  A customer
+deleted or not yet existing gives NULL enrichment; the order is never dropped.  Deterministic across failover
+and replay: the join waits for the log-clock watermark of a second reader of the whole topic, so every
+customers change before the order's place has been read.  A MariaDB event updates the ``cdc_heartbeat`` rows
+every second and their keys reach every partition, so both clocks advance while the tables rest.  Routing is
+decided before the join; the join only delays rows by about a tick.  Limits: binlog file numbers up to
+29,000 (the log clock is a TIMESTAMP_LTZ(3)), and the join's state TTL (``dedup_ttl_ms``) forgets a customer
+neither changed nor ordered for that long (its orders then get NULL enrichment).
 """
 
 from __future__ import annotations
@@ -76,9 +88,11 @@ from harness.lake_schema import CHANGE_SCHEMA, DLQ_SCHEMA, flink_columns
 #: update leaves ``version`` alone); ``trusted_watermark`` routes by Flink's raw watermark, NULL meaning on
 #: time (a backlog read right after a restore is routed on time however late); ``route_all_late`` sends every
 #: change to the late table with a forged watermark; ``stale_enrichment`` enriches from the customers' first
-#: version only (a dimension cached at start).
+#: version only (a dimension cached at start); ``timestamp_enrichment`` joins the dimension as of the binlog
+#: timestamp instead of the log position (this job before issue 12's follow-up: a customers change whose statement
+#: began earlier but committed later is taken, one committed earlier but begun later is missed).
 VARIANTS = ("correct", "no_dedup", "no_checkpointing", "version_dedup", "trusted_watermark", "route_all_late",
-            "stale_enrichment")
+            "stale_enrichment", "timestamp_enrichment")
 
 #: status -> status category, the job's own rule (the checker keeps its own copy of the contract)
 STATUS_CATEGORY = {"pending": "open", "paid": "open", "shipped": "in_flight", "delivered": "done",
@@ -93,6 +107,7 @@ class JobConfig:
     group_id: str = "cdc-chaos-pipeline"
     table: str = "orders"
     dimension_table: str = "customers"
+    tick_table: str = "cdc_heartbeat"      # the source's clock: a row changed every second (stack/mysql/init.sql)
     checkpoint_interval_ms: int = 3000
     out_of_orderness_ms: int = 5000        # the routing bound B: a change this far behind is late
     commit_bound_ms: int = 1000            # commit times in the binlog are whole seconds, nearly in order
@@ -211,8 +226,28 @@ def _valid_change(cfg: JobConfig) -> str:
             "AND source.file IS NOT NULL AND source.pos IS NOT NULL AND source.ts_ms IS NOT NULL")
 
 
+#: the log clock: a change's place in the source log as a number, ``file number * 2^33 + pos * 2 + (op <> 'r')``,
+#: read as epoch milliseconds.  Snapshot rows sit at the consistent point (even), the streamed change at the
+#: same position after it (odd).  TIMESTAMP_LTZ(3) reaches year 9999, so binlog file numbers up to 29,000.
+LOG_CLOCK = ("TO_TIMESTAMP_LTZ(COALESCE(CAST(REGEXP_EXTRACT(source.file, '([0-9]+)$', 1) AS BIGINT) * 8589934592"
+             " + source.pos * 2 + CASE WHEN op = 'r' THEN 0 ELSE 1 END, 0), 3)")
+
+
+def _rowtime(cfg: JobConfig) -> str:
+    # known-bad trusted_watermark routes by Flink's watermark on the commit time, so that is its time attribute;
+    # known-bad timestamp_enrichment joins on it
+    return "commit_time" if cfg.variant in ("trusted_watermark", "timestamp_enrichment") else "log_time"
+
+
 def _source(cfg: JobConfig, name: str, group_suffix: str, columns: str, startup: dict[str, Any] | None = None) -> str:
-    """A reader of the topic whose Flink watermark is the binlog commit time (``source.ts_ms``)."""
+    """A reader of the topic whose Flink watermark is the log clock (its place in the binlog).
+
+    Debezium publishes in log order and every partition holds its keys' changes in that order, so the
+    smallest log clock over all partitions is exact: every change before it has been read.  The heartbeat
+    table's rows reach every partition each second, so it advances while the tables rest.  A malformed
+    envelope sits at epoch 0 and never advances it."""
+    rowtime = _rowtime(cfg)
+    bound = "0.001" if rowtime == "log_time" else f"{cfg.commit_bound_ms / 1000:.3f}"
     return f"""CREATE TABLE {name} (
             {columns},
             op STRING,
@@ -222,15 +257,39 @@ def _source(cfg: JobConfig, name: str, group_suffix: str, columns: str, startup:
             kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
             kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
             proc_time AS PROCTIME(),
-            -- a malformed envelope has no commit time: epoch 0 never advances the watermark
             commit_time AS TO_TIMESTAMP_LTZ(COALESCE(source.ts_ms, 0), 3),
-            WATERMARK FOR commit_time AS commit_time - INTERVAL '{cfg.commit_bound_ms / 1000:.3f}' SECOND
+            log_time AS {LOG_CLOCK},
+            WATERMARK FOR {rowtime} AS {rowtime} - INTERVAL '{bound}' SECOND
         ) WITH ({_kafka(cfg, group_suffix, startup)}, 'format' = 'json', 'json.ignore-parse-errors' = 'true',
                 'json.fail-on-missing-field' = 'false')"""
 
 
-def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
-    """(DDL and views, INSERT statements run together as one statement set)."""
+@dataclass(frozen=True)
+class Restamp:
+    """Where the job changes clocks: ``source`` (a view on the log clock) becomes ``target``, whose time
+    attribute is ``commit_time`` (``src_ts_ms``) with ``bound`` behind the largest seen as its watermark: the
+    clock of partition commit.  Flink SQL cannot re-declare a watermark mid-query, so the job builder passes
+    the rows through a DataStream (``to_data_stream`` -> ``rebalance`` -> ``from_data_stream``)."""
+    source: str
+    target: str
+    bound_ms: int
+    commit_time: str = "TO_TIMESTAMP_LTZ(src_ts_ms, 3)"
+
+    @property
+    def watermark(self) -> str:
+        return f"commit_time - INTERVAL '{self.bound_ms / 1000:.3f}' SECOND"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The job as statements: DDL and views, the clock change, then the INSERTs (one statement set)."""
+    ddl: list[str]
+    restamp: Restamp
+    inserts: list[str]
+
+
+def statements(cfg: JobConfig) -> Plan:
+    """The job's statements: DDL and views, the change of clocks, the INSERTs (run as one statement set)."""
     event_ms = (f"CASE WHEN source.`table` <> '{cfg.table}' THEN CAST(NULL AS BIGINT) "
                 "WHEN op = 'd' THEN source.ts_ms ELSE `after`.event_time END")
     bound = cfg.out_of_orderness_ms
@@ -243,6 +302,8 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
     late = {"route_all_late": "TRUE", "trusted_watermark": "watermark_ms IS NOT NULL AND event_time_ms <= watermark_ms"}
     is_late = late.get(cfg.variant, "event_time_ms <= watermark_ms")
     recorded_wm = "event_time_ms" if cfg.variant == "route_all_late" else "watermark_ms"   # forged: "just late"
+    rowtime = _rowtime(cfg)
+    is_tick = f"source.`table` = '{cfg.tick_table}'"
     ddl = [
         _source(cfg, "cdc_typed", "typed", f"`before` {_IMAGE}, `after` {_IMAGE}, event_time_ms AS {event_ms}"),
         _source(cfg, "cdc_dim", "dim", "`before` ROW<customer_id INT>, "
@@ -261,28 +322,30 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
         # every record of the topic passes the routing operator, so its watermark covers Flink's
         f"""CREATE TEMPORARY VIEW routed AS
         SELECT *, {wm_expr} AS watermark_ms FROM cdc_typed""",
-        # one row per change of the orders table, its routing decided here, before any join can delay it
+        # one row per change of the orders table, its routing decided here, before any join can delay it; the
+        # clock's ticks (heartbeat rows) ride along to the change of clocks, and no further
         f"""CREATE TEMPORARY VIEW changes AS
         SELECT
             COALESCE(`after`.order_id, `before`.order_id) AS order_id,
             CASE WHEN op = 'd' THEN `before` ELSE `after` END AS img,
-            op, event_time_ms, proc_time, commit_time,
+            op, event_time_ms, proc_time, {rowtime}, {is_tick} AS is_tick,
             source.file AS src_file, source.pos AS src_pos, source.`row` AS src_row,
             source.server_id AS src_server_id, source.gtid AS src_gtid, source.ts_ms AS src_ts_ms,
             source.snapshot AS src_snapshot, kafka_partition, kafka_offset,
             {recorded_wm} AS watermark_ms,
             {is_late} AS is_late
         FROM routed
-        WHERE {_valid_change(cfg)}""",
+        WHERE ({_valid_change(cfg)})
+           OR ({is_tick} AND source.file IS NOT NULL AND source.pos IS NOT NULL AND source.ts_ms IS NOT NULL)""",
         _dedup_view(cfg),
         f"""CREATE TEMPORARY VIEW customers_versions AS
-        SELECT customer_id, region, segment, commit_time FROM (
+        SELECT customer_id, region, segment, {rowtime} FROM (
             SELECT COALESCE(`after`.customer_id, `before`.customer_id) AS customer_id,
                    CASE WHEN op = 'd' THEN CAST(NULL AS STRING) ELSE `after`.region END AS region,
                    CASE WHEN op = 'd' THEN CAST(NULL AS STRING) ELSE `after`.segment END AS segment,
-                   commit_time,
+                   {rowtime},
                    ROW_NUMBER() OVER (PARTITION BY COALESCE(`after`.customer_id, `before`.customer_id)
-                                      ORDER BY commit_time DESC) AS rn
+                                      ORDER BY {rowtime} DESC) AS rn
             FROM cdc_dim
             WHERE source.`table` = '{cfg.dimension_table}' AND {_dimension_ops(cfg)}
               AND COALESCE(`after`.customer_id, `before`.customer_id) IS NOT NULL)
@@ -300,15 +363,15 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
             {ltz_to_ms('proc_time')} AS processed_ms,
             DATE_FORMAT(TO_TIMESTAMP_LTZ(event_time_ms, 3), 'yyyy-MM-dd') AS dt,
             DATE_FORMAT(TO_TIMESTAMP_LTZ(event_time_ms, 3), 'HH') AS hr,
-            is_late
+            is_late, is_tick
         FROM deduped AS d
-        LEFT JOIN customers_versions FOR SYSTEM_TIME AS OF d.commit_time AS cv
+        LEFT JOIN customers_versions FOR SYSTEM_TIME AS OF d.{rowtime} AS cv
             ON d.img.customer_id = cv.customer_id""",
     ]
     columns = ", ".join([*CHANGE_SCHEMA.names, "dt", "hr"])
     inserts = [
-        f"INSERT INTO lake_orders SELECT {columns} FROM enriched WHERE NOT is_late",
-        f"INSERT INTO lake_orders_late SELECT {columns} FROM enriched WHERE is_late",
+        f"INSERT INTO lake_orders SELECT {columns} FROM restamped WHERE NOT is_tick AND NOT is_late",
+        f"INSERT INTO lake_orders_late SELECT {columns} FROM restamped WHERE NOT is_tick AND is_late",
         f"""INSERT INTO lake_dlq
         SELECT kafka_partition, kafka_offset, {ltz_to_ms('kafka_ts')}, `value`, 'not valid JSON',
                {ltz_to_ms('PROCTIME()')}
@@ -322,7 +385,7 @@ def statements(cfg: JobConfig) -> tuple[list[str], list[str]]:
           -- other tables' events (the dimension, heartbeats) are not dead letters
           AND (source.`table` IS NULL OR source.`table` = '{cfg.table}')""",
     ]
-    return ddl, inserts
+    return Plan(ddl, Restamp("enriched", "restamped", cfg.commit_bound_ms), inserts)
 
 
 def _dimension_ops(cfg: JobConfig) -> str:

@@ -56,8 +56,10 @@ What each fault shows as (each fault once, under its most specific class):
 - a dropped change (also one that did not bump ``version``): LOST; in a partition with an unreadable file:
   CORRUPT_FILE (``changes_unaccounted``) instead;
 - a copied row: DUPLICATE (count = extra copies), in main + late alike;
-- a wrong ``line_total``/``status_category``/region/segment (e.g. the region before the customer's change):
-  ENRICHMENT_WRONG (derived from the row's own image, so a wrong image is CHANGE_MISMATCH only);
+- a wrong ``line_total``/``status_category``/region/segment (e.g. the region before the customer's change, or
+  a customers change that committed after the order, whatever its timestamp): ENRICHMENT_WRONG (derived
+  from the row's own image, so a wrong image is CHANGE_MISMATCH only; the customer is the one the order's
+  commit saw, the last customers change before it in the binlog);
 - a row in another hour's directory than its own event time: WRONG_PARTITION;
 - a late change moved to the main table, all changes routed late, a forged watermark: LATE_MISROUTED;
 - STATE_MISMATCH is a second opinion (lake fold vs final table) over keys with no LOST or CHANGE_MISMATCH
@@ -582,36 +584,50 @@ class ExactlyOnceChecker:
 
     def _enrichment(self, con: duckdb.DuckDBPyConnection, info: dict[str, Any]) -> dict[str, Any]:
         has_dim = info["has_customers"]
-        if has_dim:
-            # the dimension as of a time: the customers change with the largest (ts_ms, seq) at or before it
-            con.execute("""CREATE TEMP TABLE dim AS SELECT customer_id, ts_ms, op, region, segment FROM customers
-                           QUALIFY row_number() OVER (PARTITION BY customer_id, ts_ms ORDER BY seq DESC) = 1""")
-        # a narrow first pass finds the wrong rows (by rowid), the second details only those
         rel = {"x": "(SELECT *, rowid AS rk FROM lx WHERE t_seq IS NOT NULL)", "l": "(SELECT *, rowid AS rk FROM ls)"}
-        at = {"x": "t_ts_ms", "l": "src_ts_ms"}
+        if has_dim:
+            # The dimension as of a change is the customers row its commit saw: the last customers change before
+            # it in the binlog (commit order).  Not by timestamp: binlog timestamps are when a statement began,
+            # in whole seconds, so a customers change can carry an earlier second than an order change yet
+            # commit after it.  A snapshot read sees what was committed before its consistent point.
+            con.execute(f"""
+                CREATE TEMP TABLE dfr AS SELECT f, row_number() OVER (ORDER BY length(f), f) AS rk FROM (
+                    SELECT DISTINCT src_file AS f FROM customers WHERE src_file IS NOT NULL
+                    UNION SELECT DISTINCT src_file FROM lx WHERE t_seq IS NOT NULL
+                    UNION SELECT DISTINCT src_file FROM ls WHERE src_file IS NOT NULL);
+                CREATE TEMP TABLE dim AS SELECT c.customer_id, dfr.rk * {_FILE_RANK} + c.src_pos AS ck, c.src_file,
+                    c.src_pos, c.ts_ms, c.op, c.region, c.segment FROM customers c JOIN dfr ON dfr.f = c.src_file
+                QUALIFY row_number() OVER (PARTITION BY c.customer_id, ck ORDER BY c.seq DESC) = 1""")
+            rel = {k: f"(SELECT r.*, dfr.rk * {_FILE_RANK} + r.src_pos AS at_ck FROM {v} r "
+                      "LEFT JOIN dfr ON dfr.f = r.src_file)" for k, v in rel.items()}
+        # a narrow first pass finds the wrong rows (by rowid), the second details only those
         derived = (f"line_total IS DISTINCT FROM {_sql_line_total('quantity', 'unit_price')} "
                    f"OR status_category IS DISTINCT FROM {_sql_status_category('status')}")
         region = "CASE WHEN d.op = 'd' THEN NULL ELSE d.region END"
         segment = "CASE WHEN d.op = 'd' THEN NULL ELSE d.segment END"
         bad = [f"SELECT '{k}' AS src, rk FROM {rel[k]} WHERE {derived}" for k in rel]
         if has_dim:
-            narrow = " UNION ALL ".join(f"SELECT '{k}' AS src, rk, customer_id, {at[k]} AS at_ms, customer_region, "
+            narrow = " UNION ALL ".join(f"SELECT '{k}' AS src, rk, customer_id, at_ck, customer_region, "
                                         f"customer_segment FROM {rel[k]}" for k in rel)
             bad.append(f"""SELECT e.src, e.rk FROM ({narrow}) e
-                           ASOF LEFT JOIN dim d ON e.customer_id = d.customer_id AND e.at_ms >= d.ts_ms
+                           ASOF LEFT JOIN dim d ON e.customer_id = d.customer_id AND e.at_ck > d.ck
                            WHERE e.customer_region IS DISTINCT FROM {region}
                               OR e.customer_segment IS DISTINCT FROM {segment}""")
         con.execute(f"CREATE TEMP TABLE ebad AS {' UNION '.join(bad)}")
         src = """SELECT fid, src_file, src_pos, src_row, op, order_id, version, quantity, unit_price,
                         line_total, status, status_category, customer_id, customer_region, customer_segment,
-                        {at} AS at_ms FROM {rel} r SEMI JOIN ebad b ON b.src = '{k}' AND b.rk = r.rk"""
-        er = " UNION ALL ".join(src.format(at=at[k], rel=rel[k], k=k) for k in rel)
+                        {at} FROM {rel} r SEMI JOIN ebad b ON b.src = '{k}' AND b.rk = r.rk"""
+        er = " UNION ALL ".join(src.format(at="at_ck" if has_dim else "NULL AS at_ck", rel=rel[k], k=k)
+                                for k in rel)
         want_lt, want_cat = _sql_line_total("e.quantity", "e.unit_price"), _sql_status_category("e.status")
         if has_dim:
-            dim_cols = f"d.ts_ms AS dim_ts_ms, {region} AS want_region, {segment} AS want_segment"
-            join = "ASOF LEFT JOIN dim d ON e.customer_id = d.customer_id AND e.at_ms >= d.ts_ms"
+            dim_cols = (f"d.src_file AS dim_file, d.src_pos AS dim_pos, d.ts_ms AS dim_ts_ms, {region} AS want_region, "
+                        f"{segment} AS want_segment")
+            join = "ASOF LEFT JOIN dim d ON e.customer_id = d.customer_id AND e.at_ck > d.ck"
         else:
-            dim_cols, join = "NULL AS dim_ts_ms, NULL AS want_region, NULL AS want_segment", ""
+            dim_cols = ("NULL AS dim_file, NULL AS dim_pos, NULL AS dim_ts_ms, NULL AS want_region, "
+                        "NULL AS want_segment")
+            join = ""
         con.execute(f"""
             CREATE TEMP TABLE ew AS SELECT e.*, {want_lt} AS want_line_total, {want_cat} AS want_status_category,
                 {dim_cols} FROM ({er}) e {join}""")
@@ -625,7 +641,9 @@ class ExactlyOnceChecker:
             examples.append({
                 "change": {k: _jsonable(r[k]) for k in ("src_file", "src_pos", "src_row", "op")},
                 "order_id": r["order_id"], "customer_id": r["customer_id"], "tbl": r["tbl"], "file": r["file"],
-                "as_of_ms": r["at_ms"], "dimension_row_ts_ms": r["dim_ts_ms"],
+                # the customers change the row should carry (none: the customer did not exist yet)
+                "dimension_change": None if r["dim_file"] is None else {
+                    "src_file": r["dim_file"], "src_pos": r["dim_pos"], "ts_ms": r["dim_ts_ms"]},
                 "columns": {c: {"lake": _jsonable(r[c]), "expected": _jsonable(r[w])} for c, w in checks
                             if r[c] != r[w]}})
         return {"count": int(con.sql("SELECT count(*) FROM ew").fetchall()[0][0]), "examples": examples}

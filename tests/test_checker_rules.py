@@ -120,15 +120,15 @@ def _final(orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [state[k] for k in sorted(state)]
 
 
-def _region(customers: list[dict[str, Any]], cid: int, at_ms: int) -> tuple[str | None, str | None]:
-    best = None
-    for c in customers:
-        if c["customer_id"] == cid and c["ts_ms"] <= at_ms and (
-                best is None or (c["ts_ms"], c["seq"]) > (best["ts_ms"], best["seq"])):
-            best = c
-    if best is None or best["op"] == "d":
+def _region(customers: list[dict[str, Any]], cid: int, *, seq: int | None = None,
+            pos: int | None = None) -> tuple[str | None, str | None]:
+    """The customer as the change committed: its last change before ``seq`` (a change) or before binlog
+    position ``pos`` of FILE (a snapshot's consistent point) -- log order, not timestamps."""
+    before = [c for c in customers if c["customer_id"] == cid
+              and (c["seq"] < seq if seq is not None else c["src_pos"] < (pos or 0))]
+    if not before or before[-1]["op"] == "d":
         return None, None
-    return best["region"], best["segment"]
+    return before[-1]["region"], before[-1]["segment"]
 
 
 def _hour(ms: int) -> tuple[str, str]:
@@ -225,7 +225,7 @@ def build() -> Fixture:
         wm = c["ts_ms"] - B                      # the job's floor (its Flink watermark is behind it here)
         late = e <= wm
         checkpoint = (c["ts_ms"] - T0) // 2000
-        region, segment = _region(customers, c["customer_id"], c["ts_ms"])
+        region, segment = _region(customers, c["customer_id"], seq=c["seq"])
         rows.append({
             **{k: c[k] for k in ("order_id", "customer_id", "product", "quantity", "unit_price", "status",
                                  "version", "created_at_ms", "updated_at_ms", "op", "src_file", "src_pos",
@@ -452,6 +452,34 @@ def test_stale_enrichment_is_enrichment_wrong(tmp_path: Path) -> None:
     assert ex["columns"] == {"customer_region": {"lake": "EU", "expected": "APAC"}}
 
 
+def _late_committed_customer_change(fx: Fixture) -> None:
+    """Customer 7 -> LATAM in a statement that began at 20.9 s (before order 1's update at 21 s) but committed
+    after every order change: later in the binlog, earlier by timestamp."""
+    fx.customers.append({"seq": 100, "src_file": FILE, "src_pos": 9000, "src_row": 0, "op": "u", "gtid": "0-1-12",
+                         "ts_ms": T0 + 20_900, "customer_id": 7, "customer_name": "c7", "region": "LATAM",
+                         "segment": "smb"})
+
+
+def test_enrichment_follows_commit_order_not_timestamps(tmp_path: Path) -> None:
+    """The customers row an order change carries is the one its commit saw.  A customers change committed
+    later is not it, even when its binlog timestamp (the second its statement began) is earlier."""
+    fx = build()
+    _late_committed_customer_change(fx)
+    assert fx.check(tmp_path / "lake").clean
+
+
+def test_enrichment_by_timestamp_is_enrichment_wrong(tmp_path: Path) -> None:
+    """A job that picks the customer version by timestamp gives order 1's update the change committed after it."""
+    fx = build()
+    _late_committed_customer_change(fx)
+    fx.row(_seq(fx, "u", 7000))["customer_region"] = "LATAM"
+    v = fx.check(tmp_path / "lake")
+    _only(v, "ENRICHMENT_WRONG")
+    (ex,) = v.anomalies["ENRICHMENT_WRONG"]["examples"]
+    assert ex["columns"] == {"customer_region": {"lake": "LATAM", "expected": "APAC"}}
+    assert ex["dimension_change"] == {"src_file": FILE, "src_pos": 6500, "ts_ms": T0 + 20_000}
+
+
 def test_wrong_line_total_is_enrichment_wrong(tmp_path: Path) -> None:
     fx = build()
     fx.row(_seq(fx, "u", 3000))["line_total"] = Decimal("7.00")   # the quantity before the change
@@ -519,7 +547,7 @@ def _snapshot_row(fx: Fixture, order_id: int, pos: int) -> dict[str, Any]:
     fx.topic_rows.append({"kafka_partition": 1, "kafka_offset": offset, "kafka_ts_ms": T0 + 31_000,
                           "src_table": "orders", "op": "r", "src_file": FILE, "src_pos": pos, "src_row": 0,
                           "src_ts_ms": T0 + 31_000, "order_id": order_id, "event_time_ms": last["event_time_ms"]})
-    region, segment = _region(fx.customers, last["customer_id"], T0 + 31_000)
+    region, segment = _region(fx.customers, last["customer_id"], pos=pos)
     return {**base, "op": "r", "src_pos": pos, "src_row": 0, "src_snapshot": "true", "src_ts_ms": T0 + 31_000,
             "src_gtid": None, "event_time_ms": last["event_time_ms"], "customer_region": region,
             "customer_segment": segment, "kafka_partition": 1, "kafka_offset": offset, "_table": "orders",
