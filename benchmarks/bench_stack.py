@@ -55,7 +55,7 @@ def main() -> None:
         loaded = rss_mib(stack)
         result["rss_after_load_mib"] = loaded
         result["rss_after_load_total_mib"] = sum(loaded.values())
-        result["bench_run_verdict"] = res["verdict"]["verdict"]
+        result["bench_run_verdict"] = res.verdict.verdict
     print(json.dumps(result, indent=1))
 
 

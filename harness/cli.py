@@ -107,6 +107,11 @@ def cmd_down(config: StackConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``status --json``: {schema_version, healthy, run_dir, endpoints (as ``up`` prints them), ports {name: port},
+#: listening {name: bool}}; exit 0 exactly when every listed port listens
+STATUS_SCHEMA_VERSION = 1
+
+
 def cmd_status(config: StackConfig, args: argparse.Namespace) -> int:
     run_dir = current_run_dir(args.run_dir)
     stack_json = run_dir / "stack.json"
@@ -115,13 +120,15 @@ def cmd_status(config: StackConfig, args: argparse.Namespace) -> int:
     endpoints = json.loads(stack_json.read_text())
     ports = json.loads((run_dir / "ports.json").read_text())
     listening = {name: port_open(port) for name, port in ports.items()}
-    if args.json:
-        print(json.dumps({"endpoints": endpoints, "ports": ports, "listening": listening}, indent=2))
+    healthy = all(listening.values())
+    if args.json:   # STATUS_SCHEMA_VERSION documents the shape (README, "status --json")
+        print(json.dumps({"schema_version": STATUS_SCHEMA_VERSION, "healthy": healthy, "run_dir": str(run_dir),
+                          "endpoints": endpoints, "ports": ports, "listening": listening}, indent=2))
     else:
         print(f"run dir: {run_dir}")
         for name, port in ports.items():
             print(f"  {name:<18} 127.0.0.1:{port:<6} {'up' if listening[name] else 'DOWN'}")
-    return 0 if all(listening.values()) else 1
+    return 0 if healthy else 1
 
 
 def cmd_logs(config: StackConfig, args: argparse.Namespace) -> int:
@@ -145,10 +152,8 @@ def cmd_run(config: StackConfig, args: argparse.Namespace) -> int:
     """One catalogue scenario outside pytest (nightly runs): its own stack, a report under reports/."""
     import random
 
-    from harness.report import report_dir, write_report
-    from harness.runner import RunSpec, run
     from harness.stack import Stack
-    from scenarios.catalogue import BY_NAME
+    from scenarios.catalogue import BY_NAME, run_scenario
 
     if args.scenario not in BY_NAME:
         raise SystemExit(f"unknown scenario {args.scenario!r}; known: {sorted(BY_NAME)}")
@@ -156,18 +161,15 @@ def cmd_run(config: StackConfig, args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     replay = f"cdc-chaos run {sc.name} --seed {seed} --duration {args.duration} --rate {args.rate}"
     print(f"scenario {sc.name}, seed {seed} (replay: {replay})", file=sys.stderr)
-    shape = config.with_overrides(**sc.stack) if sc.stack else config   # the scenario's stack shape
-    with Stack.up(shape, label=f"run-{sc.name}") as stack:
-        result = run(stack, RunSpec(name=sc.name, seed=seed, duration_s=args.duration, rate=args.rate,
-                                    workload=sc.workload, schedule=sc.schedule, job_variant=sc.job_variant,
-                                    replay=replay))
-    paths = write_report(report_dir(sc.name, seed), result)
-    print(result["summary"])
-    print(f"verdict: {paths['verdict']}\nreport: {paths['html']}")
-    ok, why = sc.passed(result)
-    if not ok:
-        print(f"scenario {sc.name} FAILED: {why}", file=sys.stderr)
-    return 0 if ok else 1
+    with Stack.up(sc.stack_config(config), label=f"run-{sc.name}") as stack:
+        print(f"stack: {stack.config.kafka.brokers} Kafka broker(s), {stack.config.flink.taskmanagers} "
+              "TaskManager(s)", file=sys.stderr)
+        outcome = run_scenario(sc, stack, seed, duration_s=args.duration, rate=args.rate, replay=replay)
+    print(outcome.result.summary)
+    print(f"verdict: {outcome.report['verdict']}\nreport: {outcome.report['html']}")
+    if not outcome.ok:
+        print(f"scenario {sc.name} FAILED: {outcome.why}", file=sys.stderr)
+    return 0 if outcome.ok else 1
 
 
 def _attached(config: StackConfig, args: argparse.Namespace) -> Any:

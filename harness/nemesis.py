@@ -38,10 +38,17 @@ class Recovery(Protocol):
 
 @dataclass
 class FaultEvent:
+    """One line of the fault timeline; ``detail`` holds what the nemesis recorded (pids, evidence, errors)."""
     nemesis: str
     phase: str            # inject | heal | verify | error
     wall_ms: int
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.detail.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nemesis": self.nemesis, "phase": self.phase, "wall_ms": self.wall_ms, **self.detail}
 
 
 # --- evidence: did the fault reach the job? ---------------------------------------------------------------
@@ -1158,9 +1165,12 @@ class NemesisRunner:
         with self._lock:
             return [dict(v) for v in sorted(self.verifications, key=lambda v: v["fault"]) if not v["effective"]]
 
-    def timeline_dicts(self) -> list[dict[str, Any]]:
+    def events(self) -> list[FaultEvent]:
         with self._lock:
-            return [{"nemesis": e.nemesis, "phase": e.phase, "wall_ms": e.wall_ms, **e.detail} for e in self.timeline]
+            return [FaultEvent(e.nemesis, e.phase, e.wall_ms, dict(e.detail)) for e in self.timeline]
+
+    def timeline_dicts(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.events()]
 
 
 # --- network faults between the Flink job and Kafka / the S3 store, through the stack's proxy ---------------

@@ -8,9 +8,12 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.config import REPO_ROOT
+
+if TYPE_CHECKING:
+    from harness.result import RunResult
 
 REPORTS_DIR = REPO_ROOT / "reports"
 
@@ -21,8 +24,9 @@ def report_dir(name: str, seed: int | None, root: Path | None = None) -> Path:
     return d
 
 
-def write_report(directory: Path, result: dict[str, Any]) -> dict[str, Path]:
+def write_report(directory: Path, run_result: RunResult) -> dict[str, Path]:
     """Write ``verdict.json`` (stable schema), ``result.json`` (everything), ``summary.txt``, ``report.html``."""
+    result = run_result.to_dict()
     paths = {
         "verdict": directory / "verdict.json",
         "result": directory / "result.json",

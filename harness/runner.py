@@ -22,6 +22,7 @@ from harness.checker import ExactlyOnceChecker, Verdict
 from harness.lake import LakeReader, LakeSnapshot
 from harness.nemesis import NemesisRunner, Schedule
 from harness.pipeline import Pipeline, sink_watermark_ms
+from harness.result import RecoveryFigure, RunResult, RunStats
 from harness.rundir import file_lock
 from harness.stack import Stack
 from harness.topic import read_topic_evidence
@@ -300,15 +301,15 @@ def _identity(value: bytes) -> tuple[str, int, int, str] | None:
         return None
 
 
-def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None = None) -> dict[str, Any]:
-    """Run one scenario on a healthy stack; returns the result dict (verdict, timeline, stats)."""
+def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None = None) -> RunResult:
+    """Run one scenario on a healthy stack: verdict, fault timeline, recovery figures, series."""
     return run_with_evidence(stack, spec, index, pipeline)[0]
 
 
 def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
-                      pipeline: Pipeline | None = None) -> tuple[dict[str, Any], Evidence, str]:
-    """One scenario: (the result dict, the evidence its lake was judged against, the lake prefix).  The job
-    is cancelled and the monitors stopped whatever happens."""
+                      pipeline: Pipeline | None = None) -> tuple[RunResult, Evidence, str]:
+    """One scenario: (the result, the evidence its lake was judged against, the lake prefix).  The job is
+    cancelled and the monitors stopped whatever happens."""
     pipeline = pipeline or Pipeline(stack)
     rng = random.Random(spec.seed)
     started = time.monotonic()
@@ -359,29 +360,28 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
     finally:
         monitor.stop()
         pipeline.cancel_all()
-    timeline = nemesis.timeline_dicts()
+    timeline = nemesis.events()
     recovery = []
-    injected = [(ev["wall_ms"] - t0_wall_ms) / 1000 for ev in timeline if ev["phase"] == "inject"]
+    injected = [(ev.wall_ms - t0_wall_ms) / 1000 for ev in timeline if ev.phase == "inject"]
     baseline = monitor.baseline(min(injected)) if injected else None
     for ev in timeline:
-        if ev["phase"] == "heal":
-            t_heal = (ev["wall_ms"] - t0_wall_ms) / 1000
+        if ev.phase == "heal":
+            t_heal = (ev.wall_ms - t0_wall_ms) / 1000
             # lag_normal: back within the pre-fault steady-state swing (the recovery figure); lag_zero: fully
             # caught up, which under a continuing workload mostly happens only once the workload stops.  "Zero"
             # is the idle floor: the database's tick appends a record per heartbeat row each second, and
             # offsets are committed once per checkpoint, so an idle, caught-up job lags by up to that much
-            recovery.append({"nemesis": ev["nemesis"], "healed_at_s": round(t_heal, 2), "lag_baseline": baseline,
-                             "lag_normal_after_s": monitor.recovery_after(t_heal, baseline)
-                             if baseline is not None else None,
-                             "lag_zero_after_s": monitor.recovery_after(t_heal, idle_lag(job))})
-    throughput = _throughput(history, t0_wall_ms)
-    stats = {"wall_s": round(time.monotonic() - started, 1), "workload_s": round(workload_s, 1),
-             "workload": summarize(history), "quiescence": evidence.quiescence, "recovery": recovery,
-             "nemesis_errors": nemesis.errors, "job": job_status, "lake": lake.summary(),
-             "lag_samples": [(round(s.t, 2), s.lag) for s in monitor.samples]}
-    result = {"name": spec.name, "seed": spec.seed, "replay": spec.replay, "verdict": verdict.to_dict(),
-              "summary": verdict.summary(), "timeline": timeline, "schedule": schedule.describe(), "stats": stats,
-              "throughput": throughput, "t0_wall_ms": t0_wall_ms}
+            recovery.append(RecoveryFigure(
+                ev.nemesis, round(t_heal, 2), baseline,
+                monitor.recovery_after(t_heal, baseline) if baseline is not None else None,
+                monitor.recovery_after(t_heal, idle_lag(job))))
+    stats = RunStats(wall_s=round(time.monotonic() - started, 1), workload_s=round(workload_s, 1),
+                     workload=summarize(history), quiescence=evidence.quiescence, recovery=recovery,
+                     nemesis_errors=nemesis.errors, job=job_status, lake=lake.summary(),
+                     lag_samples=[(round(s.t, 2), s.lag) for s in monitor.samples])
+    result = RunResult(name=spec.name, seed=spec.seed, replay=spec.replay, verdict=verdict, timeline=timeline,
+                       schedule=schedule.describe(), stats=stats, throughput=_throughput(history, t0_wall_ms),
+                       t0_wall_ms=t0_wall_ms)
     return result, evidence, prefix
 
 

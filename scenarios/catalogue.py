@@ -6,11 +6,14 @@ the run's duration, so the same catalogue serves short CI runs and long nightly 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from harness.config import StackConfig
 from harness.nemesis import (
     BrokerKill,
     ConnectKill,
@@ -25,6 +28,10 @@ from harness.nemesis import (
     StorageOutage,
     TaskManagerKill,
 )
+from harness.report import report_dir, write_report
+from harness.result import RunResult
+from harness.runner import RunSpec, run
+from harness.stack import Stack
 
 ScheduleFn = Callable[[random.Random, float], Schedule]
 
@@ -49,23 +56,73 @@ class Scenario:
     expect: frozenset[str] = frozenset()         # empty: must be CLEAN; else: must convict with one of these
     stack: dict[str, dict[str, Any]] = field(default_factory=dict)   # stack.toml overrides (e.g. 3 brokers)
 
-    def passed(self, result: dict[str, Any]) -> tuple[bool, str]:
+    def passed(self, result: RunResult) -> tuple[bool, str]:
         """Did a run of this scenario pass, and why not: the verdict matches the expectation (CLEAN, or a
         known-bad job convicted under one of the expected classes), every fault was injected, and every fault
-        was shown to reach the job.  The one rule for pytest, ``cdc-chaos run`` and the nightly runner."""
-        verdict = result["verdict"]
-        found = {k for k, v in verdict["anomalies"].items() if v["count"]}
+        was shown to reach the job.  The one rule for pytest, ``cdc-chaos run``, ``demo`` and nightly runs."""
+        found = result.found()
         problems = []
         if self.expect and not found & self.expect:
             problems.append(f"expected a conviction under {sorted(self.expect)}, found {sorted(found) or 'none'}")
-        elif not self.expect and not verdict["clean"]:
-            problems.append(f"expected CLEAN, got {verdict['verdict']}: {sorted(found)}")
+        elif not self.expect and not result.clean:
+            problems.append(f"expected CLEAN, got {result.verdict.verdict}: {sorted(found)}")
         if "INEFFECTIVE_FAULT" in found:
             problems.append("a fault did not reach the job (INEFFECTIVE_FAULT)")
-        failed = [e for e in result["timeline"] if e["phase"] == "error" and e.get("failed_phase") == "inject"]
+        failed = result.failed_injections()
         if failed:
-            problems.append(f"faults not injected: {failed}")
+            problems.append(f"faults not injected: {[e.to_dict() for e in failed]}")
         return not problems, "; ".join(problems)
+
+    def stack_config(self, base: StackConfig) -> StackConfig:
+        """The stack shape this scenario runs on (``base`` with the scenario's overrides)."""
+        return base.with_overrides(**self.stack) if self.stack else base
+
+    def check_stack(self, stack: Stack) -> None:
+        """Refuse a stack of another shape (e.g. 1 broker for a 3-broker scenario): its verdict would not be
+        this scenario's."""
+        for section, values in self.stack.items():
+            for key, want in values.items():
+                have = getattr(getattr(stack.config, section), key)
+                if have != want:
+                    raise ValueError(f"scenario {self.name} needs a stack with [{section}] {key} = {want!r}, "
+                                     f"this one has {have!r}; start it with Scenario.stack_config()")
+
+    def spec(self, seed: int, duration_s: float, rate: float, replay: str) -> RunSpec:
+        return RunSpec(name=self.name, seed=seed, duration_s=duration_s, rate=rate, workload=self.workload,
+                       schedule=self.schedule, job_variant=self.job_variant, replay=replay)
+
+
+@dataclass
+class ScenarioOutcome:
+    scenario: Scenario
+    result: RunResult
+    ok: bool
+    why: str
+    report: dict[str, Path]
+
+    def message(self) -> str:
+        """What a failure says: the verdict, why, the fault timeline, the seed and replay, the report."""
+        r = self.result
+        timeline = json.dumps([e.to_dict() for e in r.timeline], default=str)[:3000]
+        expected = "CLEAN" if not self.scenario.expect else sorted(self.scenario.expect)
+        return (f"\n{r.summary}\n{self.why}\nexpected: {expected}\nfault timeline: {timeline}"
+                f"\nseed {r.seed}; replay: {r.replay}\nreport: {self.report['html']}")
+
+
+def run_scenario(scenario: Scenario, stack: Stack, seed: int, *, duration_s: float, rate: float, replay: str,
+                 index: int = 0, healed_before: list[str] | None = None,
+                 reports_root: Path | None = None) -> ScenarioOutcome:
+    """The one path from a scenario to a judged, reported run (pytest, ``cdc-chaos run``, ``demo``): checks
+    the stack's shape, runs, writes the report, and applies :meth:`Scenario.passed`.  On a failure the
+    components' log tails go beside the report."""
+    scenario.check_stack(stack)
+    result = run(stack, scenario.spec(seed, duration_s, rate, replay), index=index)
+    result.stats.healed_before = list(healed_before or [])
+    paths = write_report(report_dir(scenario.name, seed, reports_root), result)
+    ok, why = scenario.passed(result)
+    if not ok:
+        (paths["html"].parent / "component-logs.txt").write_text(stack.log_tails(300))
+    return ScenarioOutcome(scenario, result, ok, why, paths)
 
 
 SCENARIOS: list[Scenario] = [
@@ -151,4 +208,10 @@ SCENARIOS: list[Scenario] = [
              expect=frozenset({"ENRICHMENT_WRONG"})),
 ]
 
-BY_NAME = {s.name: s for s in SCENARIOS}
+#: the main job (`./run demo`): a TaskManager kill at 30 % of the run and a Connect kill at 60 %
+DEMO = Scenario("demo", "SIGKILL a TaskManager at 30 % of the run (back 4 s later), then Kafka Connect at 60 % "
+                "(back 3 s later)", "the pipeline survives a job failover and Debezium's re-sends exactly once",
+                lambda rng, d: (Schedule.fixed(TaskManagerKill(), round(0.3 * d, 1), 4.0)
+                                + Schedule.fixed(ConnectKill(), round(0.6 * d, 1), 3.0)))
+
+BY_NAME = {s.name: s for s in [*SCENARIOS, DEMO]}

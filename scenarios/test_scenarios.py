@@ -8,14 +8,11 @@ replay command, and each component's log tail.
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 
-from harness.report import report_dir, write_report
-from harness.runner import RunSpec, run
 from harness.stack import StackPool
-from scenarios.catalogue import SCENARIOS, Scenario
+from scenarios.catalogue import SCENARIOS, Scenario, run_scenario
 
 _RUN_INDEX = itertools.count()
 
@@ -27,21 +24,9 @@ def test_scenario(scenario: Scenario, stacks: StackPool, seed: int, request: pyt
         request.addfinalizer(lambda: stacks.release(scenario.stack))
     healed = stack.heal()
     replay = f"./run test scenarios/test_scenarios.py -k '{scenario.name}' --seed {seed} -p no:randomly"
-    spec = RunSpec(name=scenario.name, seed=seed, duration_s=request.config.getoption("--scenario-seconds"),
-                   rate=request.config.getoption("--scenario-rate"), workload=scenario.workload,
-                   schedule=scenario.schedule, job_variant=scenario.job_variant, replay=replay)
-    result = run(stack, spec, index=next(_RUN_INDEX))
-    result["stats"]["healed_before"] = healed
-    paths = write_report(report_dir(scenario.name, seed), result)
-    verdict = result["verdict"]
-    ok, why = scenario.passed(result)
-    if not ok:
-        (paths["html"].parent / "component-logs.txt").write_text(stack.log_tails(300))
+    outcome = run_scenario(scenario, stack, seed, duration_s=request.config.getoption("--scenario-seconds"),
+                           rate=request.config.getoption("--scenario-rate"), replay=replay,
+                           index=next(_RUN_INDEX), healed_before=healed)
+    if not outcome.ok:
         request.node.add_report_section("call", "component logs", stack.log_tails(25))
-    message = (f"\n{result['summary']}\n{why}"
-               f"\nexpected: {'CLEAN' if not scenario.expect else sorted(scenario.expect)}"
-               f"\nfault timeline: {json.dumps(result['timeline'], default=str)[:3000]}"
-               f"\nseed {seed}; replay: {replay}\nreport: {paths['html']}")
-    assert ok, message
-    print(f"{scenario.name}: {verdict['verdict']} in {result['stats']['wall_s']}s; "
-          f"changes {verdict['counts']['truth_changes']}; recovery {result['stats']['recovery']}")
+    assert outcome.ok, outcome.message()

@@ -249,7 +249,7 @@ def live(stack: Stack, seed: int) -> Iterator[LiveLake]:
     spec = RunSpec(name="mutations", seed=seed, duration_s=15, rate=100,
                    workload={"late_fraction": 0.1, "customer_fraction": 0.08})
     result, evidence, prefix = run_with_evidence(stack, spec, index=next(_INDEX))
-    assert result["verdict"]["clean"], result["summary"]
+    assert result.clean, result.summary
     reader = LakeReader.for_s3(stack.s3.endpoints(), prefix)
     yield LiveLake(reader.fs, reader.root, evidence, random.Random(seed))
 

@@ -59,3 +59,12 @@ def test_check_names_an_unknown_job(stack: Stack, capsys: pytest.CaptureFixture[
     code = main(["check", "--name", "no-such-job", "--run-dir", str(stack.run.path)])
     assert code == 2
     assert "no job named 'no-such-job'" in capsys.readouterr().err
+
+
+def test_status_exits_0_on_a_healthy_stack(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scripts gate on `status`: every port it lists listens on a healthy stack, and the JSON is versioned."""
+    stack.heal()
+    code, out = cli(capsys, "status", "--json", "--run-dir", str(stack.run.path))
+    status = json.loads(out)
+    assert code == 0 and status["healthy"] and status["schema_version"] == 1, out
+    assert all(status["listening"].values()) and set(status["listening"]) == set(status["ports"]), out

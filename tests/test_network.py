@@ -17,6 +17,7 @@ from confluent_kafka import KafkaException
 from harness import kafka_client
 from harness.components.proxy import proxied_port
 from harness.nemesis import NetworkDrops, NetworkLatency, NetworkPartition
+from harness.result import RunResult
 from harness.runner import RunSpec, run
 from harness.stack import Stack
 from scenarios.catalogue import BY_NAME, SCENARIOS
@@ -133,12 +134,12 @@ def test_a_killed_proxy_comes_back_with_its_routes(stack: Stack) -> None:
     _s3_live(_proxied_s3(stack))
 
 
-def _lag_between(result: dict, lo: float, hi: float) -> list[int]:
-    return [lag for t, lag in result["stats"]["lag_samples"] if lo <= t <= hi]
+def _lag_between(result: RunResult, lo: float, hi: float) -> list[int]:
+    return [lag for t, lag in result.stats.lag_samples if lo <= t <= hi]
 
 
-def _fault_window_ms(result: dict) -> tuple[int, int]:
-    by_phase = {e["phase"]: e["wall_ms"] for e in result["timeline"]}
+def _fault_window_ms(result: RunResult) -> tuple[int, int]:
+    by_phase = {e.phase: e.wall_ms for e in result.timeline}
     return by_phase["inject"], by_phase["heal"]
 
 
@@ -182,26 +183,26 @@ def test_run_through_a_network_fault_is_clean(stack: Stack, seed: int, name: str
     # 20 s: the catalogue's fault (at 0.3 x duration, 6 s long) runs from 6 s to 12 s
     spec = RunSpec(name=name, seed=seed, duration_s=20, rate=80, schedule=scenario.schedule)
     result = run(stack, spec, index=next(_INDEX))
-    nemesis = result["timeline"][0]
-    stats = result["stats"]
-    checkpoints = _checkpoints(stack, stats["job"]["job_id"])
+    nemesis = result.timeline[0]
+    stats = result.stats
+    checkpoints = _checkpoints(stack, stats.job["job_id"])
     inject_ms, heal_ms = _fault_window_ms(result)
     reconnects = _accepted_connections(stack, "kafka", inject_ms, heal_ms)
-    print(f"\n{fault}: {result['summary']}\n  recovery={stats['recovery']} wall={stats['wall_s']}s "
-          f"quiescence={stats['quiescence']} restarts={stats['job'].get('restarts')}\n"
+    print(f"\n{fault}: {result.summary}\n  recovery={stats.recovery} wall={stats.wall_s}s "
+          f"quiescence={stats.quiescence} restarts={stats.job.get('restarts')}\n"
           f"  fault window {inject_ms}..{heal_ms}; kafka connections accepted in it: {reconnects}; "
           f"checkpoints={checkpoints}")
-    assert result["verdict"]["clean"], result["summary"] + json.dumps(result["timeline"], default=str)
-    assert not stats["nemesis_errors"], stats["nemesis_errors"]
-    assert [e["phase"] for e in result["timeline"]] == ["inject", "heal", "verify"], result["timeline"]
-    assert result["timeline"][2]["effective"], result["timeline"][2]   # the nemesis' own evidence agrees
-    assert stats["recovery"][0]["lag_zero_after_s"] is not None, stats["lag_samples"]
-    assert stack.proxy.state()[nemesis["route"]]["toxics"] == []     # the final heal removed the fault
+    assert result.clean, result.summary + json.dumps(result.to_dict()["timeline"], default=str)
+    assert not stats.nemesis_errors, stats.nemesis_errors
+    assert [e.phase for e in result.timeline] == ["inject", "heal", "verify"], result.timeline
+    assert result.timeline[2].get("effective"), result.timeline[2]   # the nemesis' own evidence agrees
+    assert stats.recovery[0].lag_zero_after_s is not None, stats.lag_samples
+    assert stack.proxy.state()[nemesis.get("route")]["toxics"] == []     # the final heal removed the fault
     # ... and the fault reached the job (its traffic really goes through the proxy)
     if fault == "partition-kafka":
         # cut off from Kafka the job commits no offset: its lag only grows until the route is back
         during = _lag_between(result, 7.5, 11.5)
-        assert during and during == sorted(during) and during[-1] > during[0], stats["lag_samples"]
+        assert during and during == sorted(during) and during[-1] > during[0], stats.lag_samples
     elif fault == "partition-s3":
         # a checkpoint triggered while cut off from S3 fails, or hangs in its retries until the route is back
         # (without the cut one takes well under a second)

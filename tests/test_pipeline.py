@@ -17,6 +17,7 @@ from harness.lake import LakeReader
 from harness.lake_schema import CHANGE_SCHEMA
 from harness.nemesis import Nemesis, Recovery, Schedule
 from harness.pipeline import Pipeline
+from harness.result import RunResult
 from harness.runner import RunSpec, allocate_order_ids, run
 from harness.stack import Stack
 from harness.workload import Workload
@@ -71,11 +72,11 @@ def test_dead_letters_and_duplicate_messages(stack: Stack, seed: int) -> None:
     spec = RunSpec(name="pipeline-dlq-dup", seed=seed, duration_s=12, rate=80,
                    schedule=lambda rng, d: Schedule.fixed(injector, 6, 1))
     result = run(stack, spec, index=next(_INDEX))
-    verdict = result["verdict"]
-    assert verdict["clean"], result["summary"]          # duplicates removed, nothing lost
+    verdict = result.verdict
+    assert verdict.clean, result.summary          # duplicates removed, nothing lost
     assert injector.duplicated > 0
-    assert verdict["counts"]["lake_rows_dlq"] == len(MALFORMED), result["summary"]
-    assert result["stats"]["job"]["state"] == "RUNNING" and result["stats"]["job"]["restarts"] in (0, None)
+    assert verdict.counts["lake_rows_dlq"] == len(MALFORMED), result.summary
+    assert result.stats.job["state"] == "RUNNING" and result.stats.job["restarts"] in (0, None)
     dlq = LakeReader.for_s3(stack.s3.endpoints(), verdict["context"]["lake_prefix"]).snapshot().dlq.to_pylist()
     reasons = sorted(r["reason"] for r in dlq)
     assert reasons == ["not a Debezium change event", "not valid JSON", "not valid JSON"], reasons
@@ -88,17 +89,17 @@ def test_cancel_and_resume_from_latest_checkpoint(stack: Stack, seed: int) -> No
     spec = RunSpec(name="pipeline-cancel-resume", seed=seed, duration_s=16, rate=80,
                    schedule=lambda rng, d: Schedule.fixed(CancelAndResume(pipeline), 6, 2))
     result = run(stack, spec, index=next(_INDEX), pipeline=pipeline)
-    assert result["verdict"]["clean"], result["summary"] + json.dumps(result["timeline"], default=str)
-    resumed = [e for e in result["timeline"] if e["phase"] == "heal"]
-    assert resumed and resumed[0]["from"] and "chk-" in resumed[0]["from"], result["timeline"]
+    assert result.clean, result.summary + json.dumps(result.to_dict()["timeline"], default=str)
+    resumed = result.phases("heal")
+    assert resumed and resumed[0].get("from") and "chk-" in resumed[0].get("from"), result.timeline
     assert len(pipeline.submissions) == 2 and pipeline.submissions[1]["restore"]
 
 
 def test_lake_files_have_the_documented_schema(stack: Stack, seed: int) -> None:
     stack.heal()
     result = run(stack, RunSpec(name="pipeline-schema", seed=seed, duration_s=8, rate=60), index=next(_INDEX))
-    assert result["verdict"]["clean"], result["summary"]
-    reader = LakeReader.for_s3(stack.s3.endpoints(), result["verdict"]["context"]["lake_prefix"])
+    assert result.clean, result.summary
+    reader = LakeReader.for_s3(stack.s3.endpoints(), result.lake_prefix)
     files = [f for f in reader.list_files() if f.kind == "data" and f.table == "orders"]
     assert files
     with reader.fs.open_input_file(files[0].path) as fh:
@@ -111,8 +112,7 @@ def test_lake_files_have_the_documented_schema(stack: Stack, seed: int) -> None:
 def test_hour_boundary_gives_two_partitions_each_with_success(stack: Stack, seed: int) -> None:
     """Changes crossing an hour boundary land in two hour partitions; once the watermark passes both hours,
     each has its _SUCCESS marker.  Commit times are the database's clock, so this writer moves its sessions'
-    clock (SET TIMESTAMP) to the next hour boundary; only orders are written that way (a dimension version
-    stamped in the future would outrank the real ones of later runs on this stack)."""
+    clock (SET TIMESTAMP) to the next hour boundary; only orders (and ticks) are written that way."""
     stack.heal()
     pushed: dict[str, int] = {}
     boundary_ms = (int(time.time()) // 3600 + 2) * HOUR_MS   # at least an hour ahead, whenever the test runs
@@ -143,8 +143,8 @@ def test_hour_boundary_gives_two_partitions_each_with_success(stack: Stack, seed
     spec = RunSpec(name="pipeline-hour-boundary", seed=seed, duration_s=2, rate=20, finale=write_across_boundary,
                    workload={"late_fraction": 0.0, "customer_fraction": 0.0})
     result = run(stack, spec, index=next(_INDEX))
-    assert result["verdict"]["clean"], result["summary"]
-    lake = LakeReader.for_s3(stack.s3.endpoints(), result["verdict"]["context"]["lake_prefix"]).snapshot()
+    assert result.clean, result.summary
+    lake = LakeReader.for_s3(stack.s3.endpoints(), result.lake_prefix).snapshot()
 
     def hour(ms: int) -> tuple[str, str]:
         t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
@@ -157,3 +157,71 @@ def test_hour_boundary_gives_two_partitions_each_with_success(stack: Stack, seed
         sorted(lake.success_markers)
     # the pushed change's own hour is not yet passed by the watermark: no marker there
     assert ("orders", *hour(pushed["at_ms"])) not in lake.success_markers
+
+
+def _held_transactions(stack: Stack, placed: dict[str, Any]) -> Any:
+    """A finale writing two interleavings where binlog timestamps and commit order disagree, as a slow
+    application transaction makes them (a statement's timestamp is when it began, in whole seconds):
+
+    1. a customers change begins, an order of that customer is written 1.2 s later and commits, the customers
+       change commits 0.2 s after it: the order saw the customer as it was before, though the customers
+       change has the earlier timestamp;
+    2. an order begins, a customers change of its customer commits 1.5 s later, the order commits after it:
+       the order saw the new customer row, though its own timestamp is the earlier one.
+
+    Both gaps are shorter than any watermark bound, so a job joining by timestamp takes the wrong version."""
+
+    def finale(stack: Stack, workload: Workload) -> None:
+        first = allocate_order_ids(stack, 2)
+        insert = ("INSERT INTO orders (order_id, customer_id, product, quantity, unit_price, status, event_time) "
+                  "VALUES (%s, %s, 'held', 1, 1.00, 'paid', NOW(3))")
+        with stack.database.connect() as a, stack.database.connect() as b, a.cursor() as ca, b.cursor() as cb:
+            ca.execute("SELECT customer_id, region FROM customers WHERE customer_id IN (150, 151) ORDER BY 1")
+            before = dict(ca.fetchall())
+            a.commit()
+            new = {cid: "LATAM" if region != "LATAM" else "APAC" for cid, region in before.items()}
+            # 1: the customers change begins first and commits last
+            ca.execute("UPDATE customers SET region = %s WHERE customer_id = 150", (new[150],))
+            time.sleep(1.2)
+            cb.execute(insert, (first, 150))
+            b.commit()
+            time.sleep(0.2)
+            a.commit()
+            # 2: the order begins first and commits last
+            ca.execute(insert, (first + 1, 151))
+            time.sleep(1.5)
+            cb.execute("UPDATE customers SET region = %s WHERE customer_id = 151", (new[151],))
+            b.commit()
+            time.sleep(1.5)
+            a.commit()
+        placed.update({first: before[150], first + 1: new[151]})
+
+    return finale
+
+
+def _lake_regions(stack: Stack, result: RunResult, order_ids: list[int]) -> dict[int, str | None]:
+    lake = LakeReader.for_s3(stack.s3.endpoints(), result.lake_prefix).snapshot()
+    rows = lake.changes().select(["order_id", "customer_region"]).to_pylist()
+    return {r["order_id"]: r["customer_region"] for r in rows if r["order_id"] in order_ids}
+
+
+def test_enrichment_is_the_customer_row_the_order_commit_saw(stack: Stack, seed: int) -> None:
+    """Each order change carries the customers row committed before it in the binlog, whatever the
+    timestamps say; the checker judges the same independently (CLEAN), and a job that joins by timestamp (the
+    previous design) is convicted on exactly these two orders."""
+    stack.heal()
+    placed: dict[int, str] = {}
+    spec = RunSpec(name="pipeline-held-txns", seed=seed, duration_s=2, rate=20,
+                   finale=_held_transactions(stack, placed), workload={"customer_fraction": 0.0})
+    result = run(stack, spec, index=next(_INDEX))
+    assert result.clean, result.summary
+    assert _lake_regions(stack, result, list(placed)) == placed
+
+    placed.clear()
+    spec = RunSpec(name="pipeline-held-txns-by-timestamp", seed=seed, duration_s=2, rate=20,
+                   finale=_held_transactions(stack, placed), workload={"customer_fraction": 0.0},
+                   job_variant="timestamp_enrichment")
+    result = run(stack, spec, index=next(_INDEX))
+    wrong = result.verdict.anomalies["ENRICHMENT_WRONG"]
+    assert result.found() == {"ENRICHMENT_WRONG"}, result.summary
+    assert {e["order_id"] for e in wrong["examples"]} == set(placed), wrong

@@ -20,7 +20,7 @@ class ObjectStore(Component):
 
     @classmethod
     def port_names(cls, config: StackConfig) -> list[str]:
-        return ["s3", "s3_console"]
+        return ["s3"]   # the console is off (MINIO_BROWSER=off): no port a health check could expect
 
     @property
     def port(self) -> int:
@@ -44,8 +44,7 @@ class ObjectStore(Component):
             "MINIO_UPDATE": "off", "MINIO_CALLHOME_ENABLE": "off",
         }
         argv = [str(self._binary), "server", str(self.dir / "data"), "--quiet",
-                "--address", f"127.0.0.1:{self.port}",
-                "--console-address", f"127.0.0.1:{self.ports['s3_console']}"]
+                "--address", f"127.0.0.1:{self.port}"]
         return {"server": self.new_process("server", argv, env)}
 
     def healthy(self) -> bool:

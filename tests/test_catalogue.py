@@ -1,0 +1,75 @@
+"""The one rule that turns a run into pass/fail (``Scenario.passed``), the stack-shape guard of the one run
+path, and the typed result's serialisation: pure, no stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from harness.checker import ANOMALY_CLASSES, Verdict
+from harness.nemesis import FaultEvent
+from harness.report import write_report
+from harness.result import RecoveryFigure, RunResult, RunStats
+from scenarios.catalogue import BY_NAME, DEMO, Scenario
+
+
+def _result(found: dict[str, int] | None = None, timeline: list[FaultEvent] | None = None) -> RunResult:
+    anomalies = {c: {"count": (found or {}).get(c, 0), "examples": []} for c in [*ANOMALY_CLASSES,
+                                                                                    "INEFFECTIVE_FAULT"]}
+    verdict = Verdict(anomalies, {"truth_changes": 10}, context={"lake_prefix": "runs/x"})
+    stats = RunStats(1.0, 1.0, {"committed_changes": 10}, {}, [RecoveryFigure("tm", 3.0, 5, 1.5, None)], [], {},
+                     {}, [(0.5, 3)])
+    return RunResult("x", 7, "replay", verdict, timeline or [], [], stats, [(0.0, 5)], 1_000)
+
+
+def test_clean_run_of_a_clean_scenario_passes() -> None:
+    assert BY_NAME["baseline"].passed(_result()) == (True, "")
+
+
+def test_anomaly_in_a_clean_scenario_fails_naming_it() -> None:
+    ok, why = BY_NAME["baseline"].passed(_result({"LOST": 3}))
+    assert not ok and "LOST" in why
+
+
+def test_known_bad_job_must_be_convicted_under_its_class() -> None:
+    teeth = BY_NAME["teeth_stale_enrichment"]
+    assert teeth.passed(_result({"ENRICHMENT_WRONG": 2}))[0]
+    ok, why = teeth.passed(_result())
+    assert not ok and "expected a conviction" in why
+    assert not teeth.passed(_result({"LOST": 2}))[0]
+
+
+def test_failed_injection_and_ineffective_fault_fail_every_path() -> None:
+    failed = FaultEvent("broker-kill", "error", 5, {"failed_phase": "inject", "error": "no broker"})
+    ok, why = BY_NAME["broker_kill"].passed(_result(timeline=[failed]))
+    assert not ok and "not injected" in why and "no broker" in why
+    ok, why = BY_NAME["broker_kill"].passed(_result({"INEFFECTIVE_FAULT": 1}))
+    assert not ok and "did not reach the job" in why
+
+
+def test_the_run_path_refuses_a_stack_of_another_shape() -> None:
+    three = BY_NAME["broker_leader_kill_3"]
+    one_broker = SimpleNamespace(config=SimpleNamespace(kafka=SimpleNamespace(brokers=1)))
+    with pytest.raises(ValueError, match="brokers = 3"):
+        three.check_stack(one_broker)  # type: ignore[arg-type]
+    three.check_stack(SimpleNamespace(config=SimpleNamespace(kafka=SimpleNamespace(brokers=3))))  # type: ignore[arg-type]
+    Scenario("plain", "", "").check_stack(one_broker)  # type: ignore[arg-type]   # no shape: any stack
+
+
+def test_demo_is_a_catalogue_scenario_with_two_faults() -> None:
+    assert BY_NAME["demo"] is DEMO
+    import random
+    assert [f["nemesis"] for f in DEMO.schedule(random.Random(1), 60).describe()] == ["taskmanager-kill",
+                                                                                     "connect-kill"]
+
+
+def test_report_serialises_the_typed_result(tmp_path: Path) -> None:
+    paths = write_report(tmp_path, _result({"DUPLICATE": 1}, [FaultEvent("tm", "inject", 1_500, {"pids": [1]})]))
+    saved = json.loads(paths["result"].read_text())
+    assert saved["timeline"] == [{"nemesis": "tm", "phase": "inject", "wall_ms": 1_500, "pids": [1]}]
+    assert saved["stats"]["recovery"][0]["lag_normal_after_s"] == 1.5
+    assert json.loads(paths["verdict"].read_text())["verdict"] == "ANOMALIES"
+    assert "DUPLICATE" in paths["html"].read_text()
