@@ -70,10 +70,16 @@ def synthetic_truth(n: int, seed: int = 1) -> SimpleNamespace:
     cust_ids = np.arange(1, customers_n + 1, dtype=np.int32)
     moved = rng.choice(cust_ids, 100, replace=False)
     regions = np.array(["EU", "NA", "APAC", "LATAM"])
+    # the initial customers before every change (file 000000); each move right after the change whose seq it
+    # follows, in that change's file, between its event and the next (positions agree with seq order)
+    move_seq = np.arange(100) * 2 * (n // 100) + 11
+    after = (move_seq - 10) // 2
     customers = pa.table({
-        "seq": pa.array(np.concatenate([np.arange(customers_n), np.arange(100) * 2 * (n // 100) + 11])),
-        "src_file": pa.array(["mysql-bin.000001"] * (customers_n + 100)),
-        "src_pos": pa.array(np.arange(customers_n + 100, dtype=np.int64) * 7 + 1_000_000_001),
+        "seq": pa.array(np.concatenate([np.arange(customers_n) - customers_n, move_seq])),
+        "src_file": pa.array(["mysql-bin.000000"] * customers_n + [
+            f"mysql-bin.{k // 300_000 + 1:06d}" for k in after]),
+        "src_pos": pa.array(np.concatenate([np.arange(customers_n, dtype=np.int64) * 7 + 4,
+                                            4 + (after // 3) * 400 % 1_000_000_000 + 200])),
         "src_row": pa.array(np.zeros(customers_n + 100, dtype=np.int32)),
         "op": pa.array(["c"] * customers_n + ["u"] * 100), "gtid": pa.array(["0-1-0"] * (customers_n + 100)),
         "ts_ms": pa.array(np.concatenate([np.full(customers_n, T0 - 1000), T0 + np.arange(100) * (n // 100)])),
@@ -111,9 +117,8 @@ def synthetic_pipeline(truth: SimpleNamespace) -> tuple[pa.Table, LakeSnapshot, 
         SELECT CAST(p AS INT) AS kafka_partition,
                row_number() OVER (PARTITION BY p ORDER BY kts, seq) - 1 AS kafka_offset, kts AS kafka_ts_ms,
                src_table, op, src_file, src_pos, CAST(src_row AS INT) AS src_row, src_ts_ms, order_id,
-               e AS event_time_ms FROM recs;
-        CREATE TABLE dim AS SELECT customer_id, ts_ms, op, region, segment FROM cust
-            QUALIFY row_number() OVER (PARTITION BY customer_id, ts_ms ORDER BY seq DESC) = 1;
+               e AS event_time_ms, CAST(NULL AS VARCHAR) AS src_snapshot FROM recs;
+        CREATE TABLE dim AS SELECT customer_id, seq, op, region, segment FROM cust;
         CREATE TABLE lake AS
         WITH x AS (SELECT c.*, CASE WHEN op = 'd' THEN ts_ms ELSE event_time_ms END AS e, ts_ms - {B} AS wm,
                           (ts_ms - {T0}) // 3000 AS cp FROM c)
@@ -128,7 +133,7 @@ def synthetic_pipeline(truth: SimpleNamespace) -> tuple[pa.Table, LakeSnapshot, 
                x.wm AS watermark_ms, x.ts_ms + 300 AS processed_ms,
                strftime(epoch_ms(x.e), '%Y-%m-%d') AS dt, strftime(epoch_ms(x.e), '%H') AS hr,
                CASE WHEN x.e <= x.wm THEN 'late' ELSE 'main' END AS tbl, x.cp
-        FROM x ASOF LEFT JOIN dim d ON x.customer_id = d.customer_id AND x.ts_ms >= d.ts_ms
+        FROM x ASOF LEFT JOIN dim d ON x.customer_id = d.customer_id AND x.seq > d.seq
         JOIN topic t ON t.src_table = 'orders' AND t.src_file = x.src_file AND t.src_pos = x.src_pos
                     AND t.src_row = x.src_row AND t.op = x.op;
     """)

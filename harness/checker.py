@@ -284,6 +284,11 @@ class ExactlyOnceChecker:
                          "OR k.src_row IS DISTINCT FROM lc.src_row OR k.op IS DISTINCT FROM lc.op)")
         else:
             topic_join, pre_kafka = "", "false"
+        superseded = (f"""(EXISTS (SELECT 1 FROM epochs e JOIN frk ON frk.f = m.t_src_file
+                              WHERE e.complete AND e.ck > frk.rk * {_FILE_RANK} + m.t_src_pos)
+                          AND NOT EXISTS (SELECT 1 FROM topic k WHERE k.src_table = '{ORDERS_TABLE}'
+                              AND k.src_file = m.t_src_file AND k.src_pos = m.t_src_pos
+                              AND k.src_row = m.t_src_row AND k.op = m.t_op))""" if has_topic else "false")
         # the truth, prefixed t_, with E = the lake event time the contract asks for
         base = f"""
             CREATE TEMP VIEW tt0 AS SELECT {", ".join(f"{c} AS t_{c}" for c in sorted(truth_cols))},
@@ -313,6 +318,32 @@ class ExactlyOnceChecker:
             DROP TABLE missing;
             CREATE TEMP TABLE missing AS SELECT m2.*, EXISTS (SELECT 1 FROM corrupt_parts c
                     WHERE c.dt = m2.want_dt AND c.hr = m2.want_hr) AS in_corrupt_partition FROM missing2 m2;
+            -- binlog files in log order (the checker's own rank: by name length, then name)
+            CREATE TEMP TABLE frk AS SELECT f, row_number() OVER (ORDER BY length(f), f) AS rk FROM (
+                SELECT DISTINCT t_src_file AS f FROM tt WHERE t_src_file IS NOT NULL
+                UNION SELECT DISTINCT src_file FROM ls WHERE src_file IS NOT NULL
+                UNION SELECT DISTINCT src_file FROM topic WHERE src_file IS NOT NULL);
+            -- snapshot epochs: the consistent points of state reads (op r).  One is complete when Debezium
+            -- marked its orders reads through to the table's last (source.snapshot last_in_data_collection, or
+            -- last).  With the topic its records say (a snapshot of an empty table publishes nothing, so then a
+            -- last mark at that point on any table does), else the lake's rows
+            CREATE TEMP TABLE epochs AS SELECT p.src_file, p.src_pos, frk.rk * {_FILE_RANK} + p.src_pos AS ck,
+                    (SELECT count(*) FROM ls WHERE ls.src_file = p.src_file AND ls.src_pos = p.src_pos) AS reads,
+                    p.complete
+                FROM (SELECT src_file, src_pos, bool_or(
+                        (src_table = '{ORDERS_TABLE}' AND src_snapshot = 'last_in_data_collection')
+                        OR src_snapshot = 'last') AS complete
+                      FROM topic WHERE op = 'r' AND src_file IS NOT NULL GROUP BY ALL
+                      UNION ALL
+                      SELECT src_file, src_pos, bool_or(src_snapshot IN ('last', 'last_in_data_collection'))
+                      FROM ls WHERE src_file IS NOT NULL AND NOT {has_topic} GROUP BY ALL) p
+                JOIN frk ON frk.f = p.src_file;
+            -- a change the lake lacks because Debezium never published it (not in the topic) and a complete
+            -- snapshot epoch after it re-read the state: superseded, not LOST (the binlog was purged behind
+            -- Debezium, or its offsets were lost).  Without the topic nothing proves "never published"
+            CREATE TEMP TABLE missing3 AS SELECT m.*, {superseded} AS superseded FROM missing m;
+            DROP TABLE missing;
+            ALTER TABLE missing3 RENAME TO missing;
         """
         for statement in base.split(";"):
             if statement.strip():
@@ -331,14 +362,15 @@ class ExactlyOnceChecker:
             return {k: _jsonable(r.get(prefix + k)) for k in keys if prefix + k in r}
 
         # LOST ----------------------------------------------------------------------------------------------
-        lost = rows("SELECT * FROM missing WHERE NOT in_corrupt_partition ORDER BY t_seq")
+        lost = rows("SELECT * FROM missing WHERE NOT in_corrupt_partition AND NOT superseded ORDER BY t_seq")
         examples = []
         for r in lost:
             ex = {"binlog": binlog(r), "order_id": r["t_order_id"], "version": r.get("t_version"),
                   "event_time_ms": r["t_e"], "dt": r["want_dt"], "hr": r["want_hr"]}
             chains.append((ex, (r["t_src_file"], r["t_src_pos"], r["t_src_row"], r["t_op"])))
             examples.append(ex)
-        anomalies["LOST"] = {"count": int(scalar("SELECT count(*) FROM missing WHERE NOT in_corrupt_partition")),
+        anomalies["LOST"] = {"count": int(scalar("SELECT count(*) FROM missing WHERE NOT in_corrupt_partition "
+                                                 "AND NOT superseded")),
                              "examples": examples}
 
         # PHANTOM -------------------------------------------------------------------------------------------
@@ -419,6 +451,9 @@ class ExactlyOnceChecker:
             examples.append(ex)
         anomalies["CHANGE_MISMATCH"] = {"count": int(scalar("SELECT count(*) FROM cm")), "examples": examples}
 
+        # SNAPSHOT_MISMATCH (before the fold, which leaves out the keys of wrong state reads) -----------------
+        anomalies["SNAPSHOT_MISMATCH"], unjudged = self._snapshot(con, info)
+
         # STATE_MISMATCH ------------------------------------------------------------------------------------
         anomalies["STATE_MISMATCH"] = self._state_mismatch(con, info)
 
@@ -441,9 +476,6 @@ class ExactlyOnceChecker:
         anomalies["MISSING_SUCCESS"], anomalies["PREMATURE_SUCCESS"] = self._success(
             con, lake, flink_watermark_ms, has_topic)
 
-        # SNAPSHOT_MISMATCH ---------------------------------------------------------------------------------
-        anomalies["SNAPSHOT_MISMATCH"], unjudged = self._snapshot(con, info)
-
         # history -------------------------------------------------------------------------------------------
         history = dict(getattr(truth, "history_anomalies", None) or {})
         for name in HISTORY_CLASSES:
@@ -458,6 +490,8 @@ class ExactlyOnceChecker:
             "truth_customer_changes": truth.customers.num_rows if info["has_customers"] else None,
             "lake_rows_main": lake.main.num_rows, "lake_rows_late": lake.late.num_rows,
             "lake_rows_dlq": lake.dlq.num_rows, "lake_snapshot_rows": int(scalar("SELECT count(*) FROM ls")),
+            "snapshot_epochs": rows("SELECT src_file, src_pos, reads, complete FROM epochs ORDER BY ck"),
+            "changes_superseded_by_snapshot": int(scalar("SELECT count(*) FROM missing WHERE superseded")),
             "matched_rows": int(scalar("SELECT count(*) FROM lx WHERE t_seq IS NOT NULL")),
             "data_files": len(lake.of_kind("data")), "hidden_files": len(lake.of_kind("hidden")),
             "partitions": len(lake.data_partitions), "success_markers": len(lake.success_markers),
@@ -478,13 +512,24 @@ class ExactlyOnceChecker:
         diff_list = ", ".join(f"CASE WHEN s.{c} IS DISTINCT FROM f.{c} THEN '{c}' END" for c in cols)
         sql = f"""
             WITH covered AS (SELECT DISTINCT order_id AS k FROM truth_changes WHERE order_id IS NOT NULL),
-            bad AS (SELECT t_order_id AS k FROM missing UNION SELECT t_order_id FROM cm
-                    UNION SELECT order_id FROM cm),
+            bad AS (SELECT t_order_id AS k FROM missing WHERE NOT superseded UNION SELECT t_order_id FROM cm
+                    UNION SELECT order_id FROM cm UNION SELECT order_id FROM sm2),
             judged AS (SELECT k FROM covered ANTI JOIN bad USING (k)),
-            folded AS (SELECT t_order_id, arg_max(struct_pack(op, {", ".join(cols)}), t_seq) AS img FROM lx
-                       WHERE t_seq IS NOT NULL GROUP BY t_order_id),
+            -- the fold: per key the last row in source order, changes and snapshot reads alike: a complete
+            -- snapshot epoch replaces the key set (a key it lacks, changed last before it, was deleted while
+            -- Debezium was away: that delete has no event)
+            cand AS (SELECT lx.t_order_id, frk.rk * {_FILE_RANK} + lx.src_pos AS ck, lx.t_seq AS tb,
+                            struct_pack(op, {", ".join(f"lx.{c}" for c in cols)}) AS img
+                     FROM lx JOIN frk ON frk.f = lx.src_file WHERE lx.t_seq IS NOT NULL
+                     UNION ALL
+                     SELECT ls.order_id, frk.rk * {_FILE_RANK} + ls.src_pos, -1,
+                            struct_pack(op, {", ".join(f"ls.{c}" for c in cols)})
+                     FROM ls JOIN frk ON frk.f = ls.src_file WHERE ls.order_id IS NOT NULL),
+            last_epoch AS (SELECT coalesce(max(ck), -1) AS ck FROM epochs WHERE complete),
+            folded AS (SELECT t_order_id, arg_max(img, (ck, tb)) AS img, max(ck) AS last_ck FROM cand
+                       GROUP BY t_order_id),
             s AS (SELECT t_order_id, unnest(img) FROM folded SEMI JOIN judged ON judged.k = folded.t_order_id
-                  WHERE img.op <> 'd'),
+                  WHERE img.op <> 'd' AND folded.last_ck >= (SELECT ck FROM last_epoch)),
             f AS (SELECT * FROM final_state WHERE order_id IN (SELECT k FROM judged))
             SELECT judged.k AS order_id,
                    CASE WHEN f.order_id IS NULL THEN 'in lake, absent from database'
@@ -706,6 +751,7 @@ class ExactlyOnceChecker:
 
     def _snapshot(self, con: duckdb.DuckDBPyConnection, info: dict[str, Any]) -> tuple[dict[str, Any], int]:
         if con.sql("SELECT count(*) FROM ls").fetchall()[0][0] == 0:
+            con.execute("CREATE TEMP TABLE sm2 AS SELECT NULL::BIGINT AS order_id WHERE false")
             return {"count": 0, "examples": []}, 0
         truth_cols: set[str] = info["truth_cols"]
         cols = [c for c in STATE_COLUMNS if c in truth_cols]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import log
 from harness.config import ConfigError, StackConfig, load_config
 from harness.process import pid_alive, port_open, tail
 from harness.rundir import CURRENT, current_run_dir, runs_root
@@ -137,8 +138,8 @@ def cmd_logs(config: StackConfig, args: argparse.Namespace) -> int:
     if not comp_dir.is_dir():
         names = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
         raise SystemExit(f"no component {args.component!r}; components: {names}")
-    for log in sorted(comp_dir.rglob("*.log")):
-        print(f"--- {log} ---\n{tail(log, args.lines)}")
+    for path in sorted(comp_dir.rglob("*.log")):
+        print(f"--- {path} ---\n{tail(path, args.lines)}")
     return 0
 
 
@@ -295,6 +296,9 @@ def cmd_check(config: StackConfig, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc-chaos", description=__doc__)
     p.add_argument("--config", help="stack definition (default stack/stack.toml or $CDC_CHAOS_CONFIG)")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loud.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="install every component into the cache (idempotent)")
     sub.add_parser("up", help="start a stack in the background and print its endpoints")
@@ -356,6 +360,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log.configure(1 if args.verbose else -1 if args.quiet else 0)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -49,7 +49,6 @@ class DatabaseConfig:
     kind: str
     port: int
     database: str
-    table: str
     root_password: str
     user: str
     password: str

@@ -86,9 +86,53 @@ def flink_columns(schema: pa.Schema) -> str:
     return ", ".join(f"`{f.name}` {_flink_type(f.type)}" for f in schema)
 
 
+#: what each lake column means, for people: the README's column table is rendered from this and
+#: :data:`CHANGE_SCHEMA` (``python -m harness.lake_schema``), and a test fails when the two drift apart
+COLUMN_DOCS = {
+    "order_id": "primary key",
+    "customer_id": "order column (`after` image; `before` for a delete)",
+    "product": "order column",
+    "quantity": "order column",
+    "unit_price": "order column",
+    "status": "order column",
+    "version": "order column (an ordinary column: writers may or may not bump it)",
+    "created_at_ms": "order column, epoch ms",
+    "updated_at_ms": "order column, epoch ms",
+    "op": "`c`, `u`, `d`, `r` (snapshot read)",
+    "event_time_ms": "the order's `event_time`; a delete's commit time",
+    "line_total": "quantity × unit_price",
+    "status_category": "open / in_flight / done / cancelled / unknown",
+    "customer_region": "the customer's row as the order change's commit saw it: the last customers change "
+                       "before it in the binlog (NULL if none or deleted)",
+    "customer_segment": "as customer_region",
+    "src_file": "the change's identity: binlog file ...",
+    "src_pos": "... position of its rows event ...",
+    "src_row": "... row index in that event",
+    "src_server_id": "the source server",
+    "src_gtid": "the transaction's GTID (groups a transaction's rows)",
+    "src_ts_ms": "the binlog event's timestamp (when the statement began, whole seconds)",
+    "src_snapshot": "Debezium's snapshot flag (`false`, or the snapshot record's mark)",
+    "kafka_partition": "where the job read it",
+    "kafka_offset": "where the job read it",
+    "watermark_ms": "the routing watermark the row was routed by",
+    "processed_ms": "processing time",
+}
+
+
+def readme_table(schema: pa.Schema = CHANGE_SCHEMA) -> str:
+    """The README's column table (markdown), one row per column of ``schema``."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| {f.name} | {_flink_type(f.type)} | {COLUMN_DOCS[f.name]} |" for f in schema]
+    return "\n".join(lines)
+
+
 def partition_of(event_time_ms: int) -> tuple[str, str]:
     """``(dt, hr)`` of an event time in UTC: the partition a change must land in."""
     import datetime as _dt
 
     t = _dt.datetime.fromtimestamp(event_time_ms / 1000, tz=_dt.UTC)
     return t.strftime("%Y-%m-%d"), t.strftime("%H")
+
+
+if __name__ == "__main__":
+    print(readme_table())

@@ -14,6 +14,7 @@ lists the faults that did not reach the job (the scenario runner fails them as I
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import random
 import re
@@ -24,6 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from harness import log
+
+_LOG = log.get("nemesis")
 
 if TYPE_CHECKING:
     from harness.pipeline import Pipeline
@@ -40,7 +45,7 @@ class Recovery(Protocol):
 class FaultEvent:
     """One line of the fault timeline; ``detail`` holds what the nemesis recorded (pids, evidence, errors)."""
     nemesis: str
-    phase: str            # inject | heal | verify | error
+    phase: str            # inject | heal | verify | error | skipped
     wall_ms: int
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -847,6 +852,99 @@ class ConnectKill(ProcessKill):
         return v
 
 
+class BinlogPurge(ConnectKill):
+    """SIGKILL Kafka Connect; while it is down the workload writes on and the binlog is rotated and purged
+    behind Debezium's stored offset; then Connect starts again.  Its position is gone from the server, so
+    Debezium (``snapshot.mode = when_needed``) takes a new snapshot: a new epoch of state reads (op ``r``) at
+    a new consistent point, and the changes written between its last published record and that point are
+    never published.  Truth still has them: the stack's binlog archive copied the purged file.  Effective when
+    the topic shows the new snapshot epoch after the heal."""
+
+    name = "binlog-purge"
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        with stack.database.root_connection() as conn, conn.cursor() as cur:
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute("SHOW MASTER STATUS")
+            row = cur.fetchone()
+            assert row is not None, "the database has no binlog"
+            current = str(row[0])
+            # MariaDB does not purge a file a connected replica still reads: let the stack's binlog archive (a
+            # replication client) move on to the new file first, as a purge policy waits for backups
+            archive = getattr(stack.database, "archive", None)
+            deadline = time.monotonic() + 15
+            while archive is not None and current not in archive.files() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            # ... nor one a dead client's dump thread still holds: the killed Connect's thread lingers until the
+            # server next writes to its socket
+            user = stack.config.database.user
+            deadline = time.monotonic() + 15
+            while True:
+                cur.execute("SELECT id FROM information_schema.processlist WHERE user = %s "
+                            "AND command LIKE 'Binlog Dump%%'", (user,))
+                for (thread_id,) in cur.fetchall():
+                    with contextlib.suppress(Exception):   # it may end by itself meanwhile
+                        cur.execute(f"KILL {int(thread_id)}")
+                cur.execute(f"PURGE BINARY LOGS TO '{current}'")
+                cur.execute("SHOW BINARY LOGS")
+                left = [str(r[0]) for r in cur.fetchall()]
+                if left[0] == current or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)   # a killed thread takes a moment to let go of its file
+            if left[0] != current:
+                raise RuntimeError(f"PURGE BINARY LOGS TO '{current}' left {left}: a replication client still "
+                                   "reads an older file (SHOW PROCESSLIST names it)")
+        self._purged_to = current
+        out = ProcessKill.heal(self, stack, recovery)
+        # Debezium 3.4's MariaDB connector does not see the purge at start (MariaDB publishes no purged GTID
+        # set), so when_needed does not re-snapshot: its task fails with error 1236.  The operator's recovery
+        # is a new snapshot, by resetting the connector's offsets: done here, and the failure kept as evidence
+        from harness.process import ComponentError
+
+        task_failure = None
+        deadline = time.monotonic() + 30     # the task starts RUNNING, then fails once it asks for the binlog
+        while time.monotonic() < deadline and task_failure is None:
+            try:
+                stack.connect.wait_connector_running(timeout=10)
+            except ComponentError as exc:
+                task_failure = next((ln for ln in str(exc).splitlines() if "1236" in ln or "purged" in ln),
+                                    str(exc)[:300])[:300]
+            time.sleep(1)
+        if task_failure is not None:
+            stack.connect.reset_offsets()
+            stack.connect.wait_connector_running()
+        return {**out, "purged_to": current, "binlog_files_left": left, "task_failure": task_failure,
+                "offsets_reset": task_failure is not None}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        from harness import kafka_client
+        from harness.topic import envelope
+
+        first_new = obs.before.get("offsets", {}).get("ends")
+        if not first_new:
+            return Verification(False, {"offsets": obs.before.get("offsets")}, "the topic end at the kill is unknown")
+        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+
+        def check() -> Verification:
+            ends = kafka_client.end_offsets(bootstrap, topic, timeout=5)
+            points: dict[tuple[str, int], int] = {}
+            for r in kafka_client.read_range(bootstrap, topic, first_new, ends, timeout=30):
+                env = envelope(r.value)
+                if env is not None and env.get("op") == "r":
+                    src = env.get("source") or {}
+                    key = (str(src.get("file")), int(src.get("pos") or 0))
+                    points[key] = points.get(key, 0) + 1
+            evidence = {"snapshot_points": [{"file": f, "pos": p, "records": n} for (f, p), n in points.items()],
+                        "purged_to": getattr(self, "_purged_to", None)}
+            if points:
+                return Verification(True, evidence, f"Debezium took a new snapshot after the purge "
+                                    f"({sum(points.values())} state reads at {sorted(points)})")
+            return Verification(False, evidence, "no snapshot record was published after the purge: Debezium "
+                                "did not re-snapshot (is snapshot.mode when_needed?)")
+
+        return poll_evidence(check, self.verify_timeout_s)
+
+
 class DatabaseRestart(ProcessKill):
     """SIGKILL the database server, restart it.  Effective when the server really restarted (its uptime is
     younger than the fault) and Debezium reconnected (the connector and its task RUNNING after)."""
@@ -1012,15 +1110,20 @@ class Schedule:
     @classmethod
     def random(cls, rng: random.Random, factories: list[Callable[[], Nemesis]], count: int,
                window_s: tuple[float, float], duration_s: tuple[float, float]) -> Schedule:
-        """``count`` faults at seeded random times in ``window_s``, not overlapping."""
+        """``count`` faults at seeded random times in ``window_s``, not overlapping; each a different kind
+        while kinds last (the same component killed again before it recovered proves nothing new, and leaves
+        neither fault able to show its effect)."""
         faults: list[Fault] = []
         lo, hi = window_s
         t = lo
         slot = (hi - lo) / max(count, 1)
+        kinds: list[Callable[[], Nemesis]] = []
+        while len(kinds) < count:
+            kinds += rng.sample(factories, len(factories))
         for i in range(count):
             start = lo + i * slot + rng.uniform(0, slot * 0.3)
             dur = min(rng.uniform(*duration_s), max(0.5, lo + (i + 1) * slot - start - 1))
-            faults.append(Fault(round(max(start, t), 2), round(dur, 2), rng.choice(factories)()))
+            faults.append(Fault(round(max(start, t), 2), round(dur, 2), kinds[i]()))
             t = start + dur
         return cls(faults)
 
@@ -1050,6 +1153,7 @@ class NemesisRunner:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._active: list[tuple[int, Nemesis, Observation]] = []
+        self._started = 0                 # faults the schedule thread has begun (in order)
         self._verifiers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.verifications: list[dict[str, Any]] = []
@@ -1058,6 +1162,7 @@ class NemesisRunner:
     def _record(self, nemesis: Nemesis, phase: str, detail: dict[str, Any]) -> None:
         with self._lock:
             self.timeline.append(FaultEvent(nemesis.name, phase, int(time.time() * 1000), detail))
+        _LOG.info("%s %s: %s", nemesis.name, phase, json.dumps(detail, default=str)[:400])
 
     def start(self, t0: float) -> None:
         self._thread = threading.Thread(target=self._run, args=(t0,), name="nemesis", daemon=True)
@@ -1067,6 +1172,7 @@ class NemesisRunner:
         for index, fault in enumerate(self.schedule.faults):
             if self._wait_until(t0 + fault.at_s):
                 return
+            self._started = index + 1
             obs = self._observe(fault.nemesis)
             self._do(fault.nemesis, "inject", obs)
             self._active.append((index, fault.nemesis, obs))
@@ -1146,12 +1252,20 @@ class NemesisRunner:
             self.verifications.append({"nemesis": nemesis.name, **detail})
         self._record(nemesis, "verify", detail)
 
-    def finish(self, verify_timeout_s: float = 90.0) -> None:
-        """Stop scheduling and heal whatever is still broken (the final heal), then wait for every fault's
-        verification."""
+    def finish(self, verify_timeout_s: float = 90.0, drain_timeout_s: float = 240.0) -> None:
+        """Let the schedule run out (a fault whose time came while an earlier heal ran long starts late, after
+        the workload if need be: a scheduled fault is never dropped in silence), then heal whatever is still
+        broken (the final heal) and wait for every fault's verification.  A fault the drain timeout cuts off
+        is recorded as ``skipped``, which fails the scenario like a failed injection."""
+        if self._thread is not None:
+            self._thread.join(drain_timeout_s)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        for index, fault in enumerate(self.schedule.faults[self._started:], start=self._started):
+            self._record(fault.nemesis, "skipped", {"fault": index, "scheduled_at_s": fault.at_s,
+                                                    "why": f"not started within {drain_timeout_s:.0f} s of the "
+                                                           "workload's end"})
         for index, nemesis, obs in list(self._active):
             self._heal_and_verify(index, nemesis, obs)
         self._active.clear()

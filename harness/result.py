@@ -74,7 +74,9 @@ class RunResult:
         return [e for e in self.timeline if e.phase == phase]
 
     def failed_injections(self) -> list[FaultEvent]:
-        return [e for e in self.phases("error") if e.get("failed_phase") == "inject"]
+        """Faults that never reached the stack: their inject failed, or they never started (``skipped``)."""
+        return [e for e in self.timeline if (e.phase == "error" and e.get("failed_phase") == "inject")
+                or e.phase == "skipped"]
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "replay": self.replay, "verdict": self.verdict.to_dict(),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flink_job.sql import JobConfig
-from harness import kafka_client, truth
+from harness import kafka_client, log, truth
 from harness.checker import ExactlyOnceChecker, Verdict
 from harness.lake import LakeReader, LakeSnapshot
 from harness.nemesis import NemesisRunner, Schedule
@@ -25,8 +25,10 @@ from harness.pipeline import Pipeline, sink_watermark_ms
 from harness.result import RecoveryFigure, RunResult, RunStats
 from harness.rundir import file_lock
 from harness.stack import Stack
-from harness.topic import read_topic_evidence
+from harness.topic import envelope, read_topic_evidence
 from harness.workload import History, Workload, WorkloadClient, WorkloadConfig, generate, summarize
+
+_LOG = log.get("runner")
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,14 @@ def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth
             time.sleep(1)
             continue
         missing = wanted - {_identity(r.value) for r in records if r.value}
+        # a change Debezium never published because a complete snapshot re-read the state after it (its
+        # position was purged, or its offsets lost) will never come: the snapshot accounts for it
+        snapshot_end = max((p for r in records if r.value and (p := _snapshot_end(r.value)) is not None),
+                           default=None)
+        if snapshot_end is not None:
+            covered = {m for m in missing if truth.coordinate_key(m[0], m[1]) < snapshot_end}
+            stats["superseded_by_snapshot"] = len(covered)
+            missing -= covered
         if not missing:
             break
         time.sleep(1)
@@ -301,6 +311,17 @@ def _identity(value: bytes) -> tuple[str, int, int, str] | None:
         return None
 
 
+def _snapshot_end(value: bytes) -> tuple[int, int] | None:
+    """The consistent point of a record that ends a snapshot (``source.snapshot = last``), else None."""
+    env = envelope(value)
+    if env is None or env.get("op") != "r" or str(env["source"].get("snapshot")).lower() != "last":
+        return None
+    try:
+        return truth.coordinate_key(str(env["source"]["file"]), int(env["source"]["pos"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None = None) -> RunResult:
     """Run one scenario on a healthy stack: verdict, fault timeline, recovery figures, series."""
     return run_with_evidence(stack, spec, index, pipeline)[0]
@@ -321,6 +342,8 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
     try:
         job_id = pipeline.submit(job)
         pipeline.wait_running(job_id)
+        _LOG.info("%s: job %s (%s) running, reading from offsets %s into %s", spec.name, job_id, job.variant,
+                  start_offsets, prefix)
 
         overrides = dict(spec.workload)
         boundary_s = overrides.pop("anchor_before_boundary_s", None)
@@ -345,8 +368,11 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
         if spec.finale is not None:
             spec.finale(stack, workload)
         workload_s = time.monotonic() - t0
+        _LOG.info("%s: workload done in %.1f s: %s", spec.name, workload_s, summarize(history))
 
         evidence = gather(stack, pipeline, job, start_pos, start_offsets, history, spec.quiesce_timeout_s)
+        _LOG.info("%s: quiescence %s%s", spec.name, evidence.quiescence,
+                  f"; STALLED: {evidence.stalled}" if evidence.stalled else "")
         lake = LakeReader.for_s3(stack.s3.endpoints(), prefix).snapshot()
         verdict = evidence.check(lake, context={"scenario": spec.name, "seed": spec.seed, "lake_prefix": prefix,
                                                 "job_variant": spec.job_variant})

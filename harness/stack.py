@@ -8,13 +8,13 @@ processes, ports and the run directory, on success, failure or Ctrl-C.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness import log
 from harness.components.base import Component
 from harness.components.connect import KafkaConnect
 from harness.components.database import Database
@@ -25,6 +25,8 @@ from harness.components.s3 import ObjectStore
 from harness.config import StackConfig, load_config
 from harness.process import ComponentError
 from harness.rundir import RunDir
+
+_LOG = log.get("stack")
 
 #: start order = health-wait order; Connect needs Kafka and the database, Flink's checkpoints need S3; the
 #: proxy (the job's network to Kafka and S3) needs nothing and is up before anyone connects through it
@@ -199,7 +201,7 @@ class Stack:
 
     @staticmethod
     def _log(message: str) -> None:
-        print(f"[cdc-chaos stack {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+        _LOG.info(message)
 
 
 class StackPool:

@@ -34,6 +34,7 @@ TOPIC_SCHEMA = pa.schema([
     ("src_ts_ms", pa.int64()),        # source.ts_ms: the binlog event's timestamp
     ("order_id", pa.int64()),         # orders only: after.order_id (before.order_id for a delete)
     ("event_time_ms", pa.int64()),    # orders only: after.event_time (c/u/r); source.ts_ms for a delete
+    ("src_snapshot", pa.string()),    # source.snapshot: false | first | true | last | *_in_data_collection
 ])
 
 
@@ -84,6 +85,7 @@ def parse_envelope(value: bytes) -> dict[str, Any] | None:
             "src_file": None if src.get("file") is None else str(src["file"]),
             "src_pos": _int(src.get("pos")), "src_row": _int(src.get("row")) or 0,
             "src_ts_ms": _int(src.get("ts_ms")), "order_id": None, "event_time_ms": None,
+            "src_snapshot": None if src.get("snapshot") is None else str(src["snapshot"]).lower(),
         }
         if table == ORDERS_TABLE:
             image = env.get("before") if op == "d" else env.get("after")

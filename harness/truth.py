@@ -165,7 +165,7 @@ def binlog_files(host: str, port: int, user: str, password: str) -> list[str]:
     return logs
 
 
-def _tool(is_mariadb: bool) -> str:
+def binlog_tool(is_mariadb: bool) -> str:
     tool = shutil.which("mariadb-binlog" if is_mariadb else "mysqlbinlog") or shutil.which("mysqlbinlog")
     if tool is None:
         raise RuntimeError("no binlog tool (mariadb-binlog or mysqlbinlog) on PATH; install the database client "
@@ -179,18 +179,38 @@ def _tool_argv(tool: str, host: str, port: int, user: str, password: str, file: 
             file]   # no --start-position: with it the tool omits the server's Rotate that names the file
 
 
+def _local_argv(tool: str, path: str) -> list[str]:
+    return [tool, "--base64-output=DECODE-ROWS", "--verbose", "--print-table-metadata", path]
+
+
+def binlog_sources(host: str, port: int, user: str, password: str,
+                   archive_dir: str | None = None) -> list[tuple[str, str | None]]:
+    """(file, archived path or None) oldest first: the server's readable files, preceded by the archived files
+    it no longer lists (purged since the archive copied them)."""
+    served = binlog_files(host, port, user, password)
+    first = file_number(served[0])
+    archived: list[tuple[str, str | None]] = []
+    if archive_dir and os.path.isdir(archive_dir):
+        names = [n for n in os.listdir(archive_dir) if n.rsplit(".", 1)[-1].isdigit()]
+        archived = [(n, os.path.join(archive_dir, n)) for n in sorted(names, key=file_number)
+                    if file_number(n) < first]
+    return [*archived, *((f, None) for f in served)]
+
+
 def stream_binlog(host: str, port: int, user: str, password: str, is_mariadb: bool = True,
-                  chunk_bytes: int = 1 << 22) -> Iterator[str]:
-    """The lines (without newline) of the whole readable binlog, file after file, as the tool prints them.
+                  chunk_bytes: int = 1 << 22, archive_dir: str | None = None,
+                  sources: list[tuple[str, str | None]] | None = None) -> Iterator[str]:
+    """The lines (without newline) of the whole binlog, file after file, as the tool prints them: from the
+    server while it lists the file, from ``archive_dir`` (:mod:`harness.binlog_archive`) once purged.
 
     One tool run per file (see the module notes on ``--to-last-log``); the bytes are decoded as latin-1 so
     that nothing is lost (strings are re-decoded with their column's charset by the parser)."""
-    tool = _tool(is_mariadb)
+    tool = binlog_tool(is_mariadb)
     env = {**os.environ, "TZ": "UTC"}
-    for file in binlog_files(host, port, user, password):
+    for file, archived in sources or binlog_sources(host, port, user, password, archive_dir):
+        argv = _local_argv(tool, archived) if archived else _tool_argv(tool, host, port, user, password, file)
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(_tool_argv(tool, host, port, user, password, file), stdout=subprocess.PIPE,
-                                    stderr=err, env=env)
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env)
             assert proc.stdout is not None
             try:
                 yield FILE_MARK + file   # the tool names the file only with --to-last-log (its fake Rotate)
@@ -731,7 +751,8 @@ def collect(db_endpoints: dict[str, Any], history: History | None,
             snapshot = _snapshot_coordinates(cur)
         final = read_final_state(conn, database)
         conn.rollback()
-    parsed = parse_binlog_lines(stream_binlog(host, port, user, password, is_mariadb), database)
+    sources = binlog_sources(host, port, user, password, db_endpoints.get("binlog_archive"))
+    parsed = parse_binlog_lines(stream_binlog(host, port, user, password, is_mariadb, sources=sources), database)
     orders = parsed.orders
     if start is not None:
         key = coordinate_key(*start)
@@ -739,7 +760,8 @@ def collect(db_endpoints: dict[str, Any], history: History | None,
         orders = [r for r in orders if (numbers[r["src_file"]], r["src_pos"]) >= key]
     anomalies = cross_check_history(parsed.txn_markers, history) if history is not None else {}
     facts: dict[str, Any] = {
-        "files": parsed.files, "events": parsed.events, "first": parsed.first, "end": parsed.end,
+        "files": parsed.files, "files_from_archive": [f for f, archived in sources if archived],
+        "events": parsed.events, "first": parsed.first, "end": parsed.end,
         "start": tuple(start) if start is not None else None,
         "orders_changes": len(parsed.orders), "orders_changes_from_start": len(orders),
         "customers_changes": len(parsed.customers), "workload_markers": len(parsed.txn_markers),

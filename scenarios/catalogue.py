@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import log
 from harness.config import StackConfig
 from harness.nemesis import (
+    BinlogPurge,
     BrokerKill,
     ConnectKill,
     DatabaseRestart,
@@ -116,9 +118,13 @@ def run_scenario(scenario: Scenario, stack: Stack, seed: int, *, duration_s: flo
     the stack's shape, runs, writes the report, and applies :meth:`Scenario.passed`.  On a failure the
     components' log tails go beside the report."""
     scenario.check_stack(stack)
-    result = run(stack, scenario.spec(seed, duration_s, rate, replay), index=index)
+    directory = report_dir(scenario.name, seed, reports_root)
+    with log.run_log(directory / "run.log"):
+        log.get("scenario").info("%s, seed %s (replay: %s)", scenario.name, seed, replay)
+        result = run(stack, scenario.spec(seed, duration_s, rate, replay), index=index)
+        log.get("scenario").info("%s", result.summary)
     result.stats.healed_before = list(healed_before or [])
-    paths = write_report(report_dir(scenario.name, seed, reports_root), result)
+    paths = write_report(directory, result)
     ok, why = scenario.passed(result)
     if not ok:
         (paths["html"].parent / "component-logs.txt").write_text(stack.log_tails(300))
@@ -148,6 +154,11 @@ SCENARIOS: list[Scenario] = [
              at(lambda: BrokerKill(partition_leader=True), 0.3, 8), stack={"kafka": {"brokers": 3}}),
     Scenario("connect_kill", "SIGKILL the Kafka Connect worker; Debezium re-sends changes after restart",
              "the job's deduplication keeps re-sent changes out of the lake", at(lambda: ConnectKill(), 0.4, 3)),
+    Scenario("binlog_purge_resnapshot", "SIGKILL Kafka Connect, purge the binlog behind its offset while it is "
+             "down, restart it: Debezium (snapshot.mode when_needed) takes a new snapshot",
+             "the changes written while Connect was away are covered by the new snapshot epoch (superseded, "
+             "read from the stack's binlog archive), nothing else is lost, and the lake folds to the table",
+             at(lambda: BinlogPurge(), 0.4, 4)),
     Scenario("database_restart", "SIGKILL the database server while the workload writes, restart it",
              "indeterminate commits are resolved from the binlog; Debezium resumes from its offset",
              at(lambda: DatabaseRestart(), 0.4, 3)),

@@ -73,3 +73,14 @@ def test_report_serialises_the_typed_result(tmp_path: Path) -> None:
     assert saved["stats"]["recovery"][0]["lag_normal_after_s"] == 1.5
     assert json.loads(paths["verdict"].read_text())["verdict"] == "ANOMALIES"
     assert "DUPLICATE" in paths["html"].read_text()
+
+
+def test_run_log_keeps_what_a_run_logs(tmp_path: Path) -> None:
+    from harness import log
+
+    with log.run_log(tmp_path / "run.log"):
+        log.get("nemesis").info("taskmanager-kill inject: %s", {"pids": [1]})
+        log.get("stack").debug("a detail")
+    log.get("stack").info("after the run: not in its log")
+    text = (tmp_path / "run.log").read_text()
+    assert "taskmanager-kill inject" in text and "a detail" in text and "after the run" not in text

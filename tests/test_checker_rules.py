@@ -613,3 +613,48 @@ def test_empty_lake_loses_every_change(tmp_path: Path) -> None:
     v = fx.check(tmp_path / "lake")
     _only(v, "LOST")
     assert v.anomalies["LOST"]["count"] == len(fx.orders)
+
+
+# ---------------------------------------------------------------------------------------------- re-snapshot
+
+def _resnapshot(fx: Fixture, complete: bool = True, drop_order: int | None = None) -> None:
+    """Debezium away, the binlog purged behind it, a new snapshot at pos 9000: order 3 updated (pos 8500) and
+    order 20 deleted (pos 8600) in the gap were never published; the snapshot re-reads orders 1 and 3."""
+    reads = [_snapshot_row(fx, 1, 9000), _snapshot_row(fx, 3, 9000)]
+    reads[1]["status"] = "paid"
+    marks = ["first_in_data_collection", "last_in_data_collection" if complete else "true"]
+    for rec, mark in zip(fx.topic_rows[-2:], marks, strict=True):
+        rec["src_snapshot"] = mark
+    fx.rows.extend(r for r in reads if r["order_id"] != drop_order)
+    (last3,) = [c for c in fx.orders if c["order_id"] == 3][-1:]
+    (last20,) = [c for c in fx.orders if c["order_id"] == 20][-1:]
+    fx.orders.append({**last3, "seq": 60, "src_pos": 8500, "op": "u", "status": "paid", "gtid": "0-1-20"})
+    fx.orders.append({**last20, "seq": 61, "src_pos": 8600, "op": "d", "gtid": "0-1-21", "ts_ms": T0 + 23_000})
+
+
+def test_changes_a_complete_resnapshot_covers_are_superseded_not_lost(tmp_path: Path) -> None:
+    fx = build()
+    _resnapshot(fx)
+    v = fx.check(tmp_path / "lake")
+    assert v.clean, v.summary()
+    assert v.counts["changes_superseded_by_snapshot"] == 2
+    assert [e["complete"] for e in v.counts["snapshot_epochs"]] == [True]
+
+
+def test_changes_before_an_incomplete_snapshot_are_lost(tmp_path: Path) -> None:
+    fx = build()
+    _resnapshot(fx, complete=False)
+    v = fx.check(tmp_path / "lake")
+    _only(v, "LOST")
+    assert v.anomalies["LOST"]["count"] == 2 and v.counts["changes_superseded_by_snapshot"] == 0
+
+
+def test_a_complete_snapshot_replaces_the_key_set(tmp_path: Path) -> None:
+    """A key the complete snapshot lacks is deleted in the fold: a lake that dropped a state read says the
+    order is gone, and the final table says otherwise."""
+    fx = build()
+    _resnapshot(fx, drop_order=3)
+    v = fx.check(tmp_path / "lake")
+    _only(v, "STATE_MISMATCH")
+    (ex,) = v.anomalies["STATE_MISMATCH"]["examples"]
+    assert ex["order_id"] == 3 and ex["problem"] == "in database, absent or deleted in lake"

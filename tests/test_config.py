@@ -103,3 +103,14 @@ def test_init_sql_matches_credentials(stack_config: StackConfig) -> None:
     assert f"CREATE DATABASE IF NOT EXISTS {db.database}" in sql
     assert f"'{db.user}'@'%' IDENTIFIED BY '{db.password}'" in sql
     assert "REPLICATION SLAVE" in sql and "REPLICATION CLIENT" in sql
+
+
+def test_readme_lake_table_is_rendered_from_the_schema() -> None:
+    """The README's column table is `python -m harness.lake_schema`: a column added, renamed or retyped in
+    harness/lake_schema.py without the README (or the other way round) fails here."""
+    from harness.lake_schema import readme_table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    begin = readme.index("<!-- lake-schema:begin")
+    block = readme[readme.index("\n", begin) + 1:readme.index("<!-- lake-schema:end -->")].strip()
+    assert block == readme_table(), "README lake table drifted: paste `python -m harness.lake_schema` into it"

@@ -231,6 +231,53 @@ def test_without_a_job_a_fault_is_ineffective_with_no_job_to_observe() -> None:
     assert [(b["nemesis"], b["effective"], b["why"]) for b in runner.ineffective()] == [("claims", False, NO_JOB)]
 
 
+class SlowHeal(Claims):
+    """A fault whose heal takes 0.4 s, as a Connect restart under load takes seconds."""
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        time.sleep(0.4)
+        return {}
+
+
+def _started(schedule: Schedule) -> NemesisRunner:
+    from harness.nemesis import JobProbe
+
+    probe = JobProbe.__new__(JobProbe)
+    probe._job_id, probe._group = (lambda: "job-1"), (lambda: None)
+    runner = NemesisRunner(FakeStack(), schedule, random.Random(0), probe=probe)  # type: ignore[arg-type]
+    runner.start(time.monotonic())
+    return runner
+
+
+def test_a_fault_due_while_the_workload_ends_still_runs() -> None:
+    """The second fault is due at 0.1 s but the first heals at 0.45 s, after the "workload" ended (finish at
+    0.15 s): it runs late rather than being dropped in silence."""
+    schedule = Schedule([Schedule.fixed(SlowHeal(True), 0.0, 0.05).faults[0],
+                         Schedule.fixed(Claims(True), 0.1, 0.05).faults[0]])
+    runner = _started(schedule)
+    time.sleep(0.15)
+    runner.finish()
+    phases = [(e.detail.get("fault"), e.phase) for e in runner.events() if e.phase in ("verify", "skipped")]
+    assert sorted(phases) == [(0, "verify"), (1, "verify")], runner.timeline_dicts()
+
+
+def test_a_fault_the_drain_cuts_off_is_recorded_skipped() -> None:
+    schedule = Schedule([Schedule.fixed(SlowHeal(True), 0.0, 0.05).faults[0],
+                         Schedule.fixed(Claims(True), 0.1, 0.05).faults[0]])
+    runner = _started(schedule)
+    time.sleep(0.15)
+    runner.finish(drain_timeout_s=0.0)
+    skipped = [e for e in runner.events() if e.phase == "skipped"]
+    assert [e.detail["fault"] for e in skipped] == [1], runner.timeline_dicts()
+
+
+def test_a_storm_takes_each_kind_once_before_repeating() -> None:
+    kinds = [lambda: Claims(True), lambda: Silent(True), lambda: SlowHeal(True)]
+    for seed in range(20):
+        faults = Schedule.random(random.Random(seed), kinds, 3, (0.0, 30.0), (1.0, 2.0)).faults
+        assert len({type(f.nemesis) for f in faults}) == 3
+
+
 # --- on a real stack with a running job -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

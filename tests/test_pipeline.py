@@ -77,7 +77,7 @@ def test_dead_letters_and_duplicate_messages(stack: Stack, seed: int) -> None:
     assert injector.duplicated > 0
     assert verdict.counts["lake_rows_dlq"] == len(MALFORMED), result.summary
     assert result.stats.job["state"] == "RUNNING" and result.stats.job["restarts"] in (0, None)
-    dlq = LakeReader.for_s3(stack.s3.endpoints(), verdict["context"]["lake_prefix"]).snapshot().dlq.to_pylist()
+    dlq = LakeReader.for_s3(stack.s3.endpoints(), result.lake_prefix).snapshot().dlq.to_pylist()
     reasons = sorted(r["reason"] for r in dlq)
     assert reasons == ["not a Debezium change event", "not valid JSON", "not valid JSON"], reasons
     assert {r["raw"] for r in dlq} >= {b"{not json", b"\xff\xfe garbage"}

@@ -11,13 +11,16 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymysql
 
 from harness.components.base import Component
 from harness.install import ensure_dir, run_step
 from harness.process import ComponentError, ManagedProcess, port_open
+
+if TYPE_CHECKING:
+    from harness.binlog_archive import BinlogArchive
 
 _BINARIES = {"mariadb": ("mariadbd", "mariadb-install-db"), "mysql": ("mysqld", "mysqld")}
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/mysql/bin")
@@ -63,6 +66,7 @@ def template_datadir(kind: str) -> Path:
 
 class Database(Component):
     name = "database"
+    archive: BinlogArchive | None = None   # started once healthy, stopped with the component
     health_description = "the server to accept a root login on its port"
 
     @property
@@ -76,6 +80,10 @@ class Database(Component):
     @property
     def socket_path(self) -> Path:
         return self.dir / "mysqld.sock"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.dir / "binlog-archive"
 
     @property
     def datadir(self) -> Path:
@@ -125,6 +133,32 @@ class Database(Component):
         return True
 
     def after_healthy(self) -> None:
+        self._initialise()
+        if self.archive is None:
+            from harness.binlog_archive import BinlogArchive
+            from harness.truth import binlog_tool
+
+            self.archive = BinlogArchive(self.archive_dir, self.endpoints(),
+                                         binlog_tool(self.kind == "mariadb"), self.config.database.server_id + 2,
+                                         self.dir / "binlog-archive.log", on_spawn=self.run.record_pgid)
+            self.archive.start()
+
+    def kill(self, member: str | None = None) -> None:
+        if member is None:
+            self._stop_archive()
+        super().kill(member)
+
+    def stop(self, member: str | None = None) -> None:
+        if member is None:
+            self._stop_archive()
+        super().stop(member)
+
+    def _stop_archive(self) -> None:
+        if self.archive is not None:
+            self.archive.stop()
+            self.archive = None
+
+    def _initialise(self) -> None:
         if self._initialised:
             return
         sql = self.config.path(self.config.database.init_sql).read_text()
@@ -160,6 +194,9 @@ class Database(Component):
             "kind": self.kind, "host": "127.0.0.1", "port": self.port, "socket": str(self.socket_path),
             "database": db.database, "user": db.user, "password": db.password, "root_user": "root",
             "root_password": db.root_password,
+            # truth reads a binlog file from here once the server has purged it (the archive may be kept by
+            # another process of this stack: the `up` supervisor, when the CLI attaches)
+            **({"binlog_archive": str(self.archive_dir)} if self.archive_dir.is_dir() else {}),
         }
 
     def version(self) -> str:

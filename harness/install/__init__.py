@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness import log
 from harness.config import REPO_ROOT, StackConfig, cache_dir
 from harness.rundir import file_lock
 
@@ -25,7 +25,7 @@ class InstallError(RuntimeError):
 
 
 def progress(message: str) -> None:
-    print(f"[cdc-chaos setup {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    log.get("setup").info(message)
 
 
 def installs_root() -> Path:
