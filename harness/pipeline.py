@@ -331,6 +331,17 @@ def sink_watermark_ms(pipeline: Pipeline, job_id: str, settle_s: float = 1.5) ->
     for attempt in range(2):
         values = []
         for v in _sink_vertices(job):
+            # the committer's own input watermark (an operator metric): the vertex's watermark is its chain
+            # head's input, which is before the job's change of clocks when that is chained in
+            base = f"/jobs/{job_id}/vertices/{v['id']}/subtasks/metrics"
+            ids = [m["id"] for m in pipeline._get(base) if "PartitionCommitter" in m["id"]
+                   and m["id"].endswith("currentInputWatermark")]
+            if ids:
+                for m in pipeline._get(f"{base}?get={','.join(ids)}"):
+                    value = int(float(m.get("min", m.get("value", -(2**63)))))
+                    if value > -(2**62):
+                        values.append(value)
+                continue
             for w in pipeline._get(f"/jobs/{job_id}/vertices/{v['id']}/watermarks"):
                 value = int(w["value"])
                 if value > -(2**62):

@@ -40,6 +40,7 @@ class RunStats:
     lake: dict[str, Any]
     lag_samples: list[tuple[float, int]]     # (seconds since t0, consumer lag)
     healed_before: list[str] = field(default_factory=list)   # members a pooled stack restarted before the run
+    warmup: dict[str, Any] = field(default_factory=dict)      # how long the fresh job took to catch up
 
 
 @dataclass
@@ -74,9 +75,8 @@ class RunResult:
         return [e for e in self.timeline if e.phase == phase]
 
     def failed_injections(self) -> list[FaultEvent]:
-        """Faults that never reached the stack: their inject failed, or they never started (``skipped``)."""
-        return [e for e in self.timeline if (e.phase == "error" and e.get("failed_phase") == "inject")
-                or e.phase == "skipped"]
+        """Faults whose inject failed."""
+        return [e for e in self.phases("error") if e.get("failed_phase") == "inject"]
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "replay": self.replay, "verdict": self.verdict.to_dict(),

@@ -311,6 +311,29 @@ def _identity(value: bytes) -> tuple[str, int, int, str] | None:
         return None
 
 
+def wait_caught_up(pipeline: Pipeline, job_id: str, behind_ms: int = 15_000, timeout_s: float = 180.0,
+                   no_watermark_s: float = 30.0) -> dict[str, Any]:
+    """Wait until the fresh job is caught up, before any write or fault: its sink's watermark within
+    ``behind_ms`` of now.  The dimension reader starts from the topic's beginning, so on a long-lived stack the
+    job needs a while before its clock is current; a fault injected meanwhile would be judged against a clock
+    that is still catching up (its evidence says the clock ran while the fault was on)."""
+    t0 = time.monotonic()
+    last: int | None = None
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            last = sink_watermark_ms(pipeline, job_id)
+        except Exception:  # noqa: BLE001 - the REST API may lag right after the submit
+            last = None
+        if last is not None and last >= time.time() * 1000 - behind_ms:
+            return {"caught_up_s": round(time.monotonic() - t0, 1)}
+        if last is None and time.monotonic() - t0 > no_watermark_s:
+            break
+        time.sleep(1.0)
+    _LOG.warning("job %s not caught up after %.0f s (sink watermark %s); the run goes on", job_id,
+                 time.monotonic() - t0, last)
+    return {"caught_up_s": None, "sink_watermark_ms": last}
+
+
 def _snapshot_end(value: bytes) -> tuple[int, int] | None:
     """The consistent point of a record that ends a snapshot (``source.snapshot = last``), else None."""
     env = envelope(value)
@@ -342,8 +365,9 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
     try:
         job_id = pipeline.submit(job)
         pipeline.wait_running(job_id)
-        _LOG.info("%s: job %s (%s) running, reading from offsets %s into %s", spec.name, job_id, job.variant,
-                  start_offsets, prefix)
+        warmup = wait_caught_up(pipeline, job_id)
+        _LOG.info("%s: job %s (%s) running from offsets %s into %s, caught up: %s", spec.name, job_id,
+                  job.variant, start_offsets, prefix, warmup)
 
         overrides = dict(spec.workload)
         boundary_s = overrides.pop("anchor_before_boundary_s", None)
@@ -403,7 +427,7 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
                 monitor.recovery_after(t_heal, idle_lag(job))))
     stats = RunStats(wall_s=round(time.monotonic() - started, 1), workload_s=round(workload_s, 1),
                      workload=summarize(history), quiescence=evidence.quiescence, recovery=recovery,
-                     nemesis_errors=nemesis.errors, job=job_status, lake=lake.summary(),
+                     nemesis_errors=nemesis.errors, job=job_status, lake=lake.summary(), warmup=warmup,
                      lag_samples=[(round(s.t, 2), s.lag) for s in monitor.samples])
     result = RunResult(name=spec.name, seed=spec.seed, replay=spec.replay, verdict=verdict, timeline=timeline,
                        schedule=schedule.describe(), stats=stats, throughput=_throughput(history, t0_wall_ms),
