@@ -17,10 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pymysql
-
 from harness.process import ManagedProcess
-from harness.truth import file_number
+from harness.truth import binlog_files, file_number
 
 
 class BinlogArchive:
@@ -49,13 +47,7 @@ class BinlogArchive:
         if archived:
             return archived[-1]   # fetched anew from its start: the copy may have stopped mid-file
         e = self.endpoints
-        with pymysql.connect(host=e["host"], port=int(e["port"]), user=e["root_user"], password=e["root_password"],
-                             connect_timeout=3) as conn, conn.cursor() as cur:
-            cur.execute("SHOW BINARY LOGS")
-            logs = [str(r[0]) for r in cur.fetchall()]
-        if not logs:
-            raise RuntimeError("the database has no binlog")
-        return logs[0]
+        return binlog_files(e["host"], int(e["port"]), e["root_user"], e["root_password"])[0]
 
     def _argv(self, first: str) -> list[str]:
         e = self.endpoints

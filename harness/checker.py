@@ -284,6 +284,8 @@ class ExactlyOnceChecker:
                          "OR k.src_row IS DISTINCT FROM lc.src_row OR k.op IS DISTINCT FROM lc.op)")
         else:
             topic_join, pre_kafka = "", "false"
+        customers_files = ("customers WHERE src_file IS NOT NULL" if info["has_customers"]
+                           else "(SELECT NULL::VARCHAR AS src_file) WHERE false")
         superseded = (f"""(EXISTS (SELECT 1 FROM epochs e JOIN frk ON frk.f = m.t_src_file
                               WHERE e.complete AND e.ck > frk.rk * {_FILE_RANK} + m.t_src_pos)
                           AND NOT EXISTS (SELECT 1 FROM topic k WHERE k.src_table = '{ORDERS_TABLE}'
@@ -322,7 +324,8 @@ class ExactlyOnceChecker:
             CREATE TEMP TABLE frk AS SELECT f, row_number() OVER (ORDER BY length(f), f) AS rk FROM (
                 SELECT DISTINCT t_src_file AS f FROM tt WHERE t_src_file IS NOT NULL
                 UNION SELECT DISTINCT src_file FROM ls WHERE src_file IS NOT NULL
-                UNION SELECT DISTINCT src_file FROM topic WHERE src_file IS NOT NULL);
+                UNION SELECT DISTINCT src_file FROM topic WHERE src_file IS NOT NULL
+                UNION SELECT DISTINCT src_file FROM {customers_files});
             -- snapshot epochs: the consistent points of state reads (op r).  One is complete when Debezium
             -- marked its orders reads through to the table's last (source.snapshot last_in_data_collection, or
             -- last).  With the topic its records say (a snapshot of an empty table publishes nothing, so then a
@@ -636,15 +639,11 @@ class ExactlyOnceChecker:
             # in whole seconds, so a customers change can carry an earlier second than an order change yet
             # commit after it.  A snapshot read sees what was committed before its consistent point.
             con.execute(f"""
-                CREATE TEMP TABLE dfr AS SELECT f, row_number() OVER (ORDER BY length(f), f) AS rk FROM (
-                    SELECT DISTINCT src_file AS f FROM customers WHERE src_file IS NOT NULL
-                    UNION SELECT DISTINCT src_file FROM lx WHERE t_seq IS NOT NULL
-                    UNION SELECT DISTINCT src_file FROM ls WHERE src_file IS NOT NULL);
-                CREATE TEMP TABLE dim AS SELECT c.customer_id, dfr.rk * {_FILE_RANK} + c.src_pos AS ck, c.src_file,
-                    c.src_pos, c.ts_ms, c.op, c.region, c.segment FROM customers c JOIN dfr ON dfr.f = c.src_file
+                CREATE TEMP TABLE dim AS SELECT c.customer_id, frk.rk * {_FILE_RANK} + c.src_pos AS ck, c.src_file,
+                    c.src_pos, c.ts_ms, c.op, c.region, c.segment FROM customers c JOIN frk ON frk.f = c.src_file
                 QUALIFY row_number() OVER (PARTITION BY c.customer_id, ck ORDER BY c.seq DESC) = 1""")
-            rel = {k: f"(SELECT r.*, dfr.rk * {_FILE_RANK} + r.src_pos AS at_ck FROM {v} r "
-                      "LEFT JOIN dfr ON dfr.f = r.src_file)" for k, v in rel.items()}
+            rel = {k: f"(SELECT r.*, frk.rk * {_FILE_RANK} + r.src_pos AS at_ck FROM {v} r "
+                      "LEFT JOIN frk ON frk.f = r.src_file)" for k, v in rel.items()}
         # a narrow first pass finds the wrong rows (by rowid), the second details only those
         derived = (f"line_total IS DISTINCT FROM {_sql_line_total('quantity', 'unit_price')} "
                    f"OR status_category IS DISTINCT FROM {_sql_status_category('status')}")

@@ -374,9 +374,26 @@ def test_parsing_is_fast() -> None:
     assert seconds < 25 * baseline + 0.5, f"20k updates took {seconds:.2f} s, looking at the lines {baseline:.2f} s"
 
 
-def test_truth_survives_a_binlog_purge_through_the_archive(database: Database, conn: Any) -> None:
+@pytest.fixture
+def own_database(stack_config: Any) -> Iterator[Database]:
+    """A server of this test alone: the purge below must not take binlog files from the module's server."""
+    from harness.rundir import RunDir
+
+    run = RunDir.create("database-purge")
+    db = Database(stack_config, run, run.allocate_ports(Database.port_names(stack_config)))
+    try:
+        db.up()
+        yield db
+    finally:
+        db.kill()
+        run.remove()
+
+
+def test_truth_survives_a_binlog_purge_through_the_archive(own_database: Database) -> None:
     """The stack keeps a raw copy of the binlog from its start: changes in files the server purged are still
     truth, read from the copy with their own coordinates."""
+    database = own_database
+    conn = database.connect(autocommit=True)
     start = start_of(database)
     insert_orders(conn, order_values(9101), order_values(9102))
     sql(conn, "UPDATE orders SET status = 'paid' WHERE order_id = 9101")
@@ -403,5 +420,6 @@ def test_truth_survives_a_binlog_purge_through_the_archive(database: Database, c
         time.sleep(0.5)
     assert left == [current]       # the server no longer has the changes
     gt = collect(database, start)
+    conn.close()
     assert coords(gt.changes.to_pylist()) == before
     assert start[0] in gt.binlog["files_from_archive"]
