@@ -10,6 +10,7 @@ import pytest
 
 from harness.components.database import Database
 from harness.config import StackConfig, load_config
+from harness.profiles import PROFILES, profile
 from harness.rundir import RunDir
 from harness.stack import Stack, StackPool
 
@@ -17,11 +18,31 @@ from harness.stack import Stack, StackPool
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--seed", type=int, default=None,
                      help="seed for every random choice (default: random, printed in the header)")
+    parser.addoption("--profile", choices=list(PROFILES), default=os.environ.get("CDC_CHAOS_PROFILE", "ci"),
+                     help="run profile of the chaos scenarios: ci (20 s at 100 changes/s, nightly-only scenarios "
+                     "deselected unless named with -k), nightly, load")
     parser.addoption("--scenario-seconds", type=float,
-                     default=float(os.environ.get("CDC_CHAOS_SCENARIO_SECONDS", "20")),
-                     help="workload duration of each chaos scenario (short in CI, long for nightly runs)")
-    parser.addoption("--scenario-rate", type=float, default=float(os.environ.get("CDC_CHAOS_SCENARIO_RATE", "100")),
-                     help="changes per second the workload applies in each scenario")
+                     default=float(os.environ["CDC_CHAOS_SCENARIO_SECONDS"])
+                     if os.environ.get("CDC_CHAOS_SCENARIO_SECONDS") else None,
+                     help="workload duration of each chaos scenario (default: the profile's)")
+    parser.addoption("--scenario-rate", type=float,
+                     default=float(os.environ["CDC_CHAOS_SCENARIO_RATE"])
+                     if os.environ.get("CDC_CHAOS_SCENARIO_RATE") else None,
+                     help="changes per second the workload applies in each scenario (default: the profile's)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under a profile without nightly-only scenarios (ci), leave them out, unless the run names tests with
+    ``-k`` (then the expression decides, so ``-k broker_leader_kill_3`` runs it)."""
+    if profile(config.getoption("--profile")).nightly_only or config.getoption("keyword"):
+        return
+    keep, drop = [], []
+    for item in items:
+        scenario = getattr(item, "callspec", None) and item.callspec.params.get("scenario")
+        (drop if getattr(scenario, "nightly_only", False) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,7 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"cdc-chaos seed: {config.getoption('--seed')} (replay with --seed {config.getoption('--seed')})"
+    prof = profile(config.getoption("--profile"))
+    return (f"cdc-chaos seed: {config.getoption('--seed')} (replay with --seed {config.getoption('--seed')}); "
+            f"profile {prof.name}: {prof.what}")
 
 
 @pytest.fixture(scope="session")

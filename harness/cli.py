@@ -19,6 +19,8 @@ from typing import Any
 from harness import log
 from harness.config import ConfigError, StackConfig, load_config
 from harness.process import pid_alive, port_open, tail
+from harness.profiles import PROFILES, profile
+from harness.report import NIGHTLY_DIR
 from harness.rundir import CURRENT, current_run_dir, runs_root
 
 
@@ -159,8 +161,11 @@ def cmd_run(config: StackConfig, args: argparse.Namespace) -> int:
     if args.scenario not in BY_NAME:
         raise SystemExit(f"unknown scenario {args.scenario!r}; known: {sorted(BY_NAME)}")
     sc = BY_NAME[args.scenario]
+    prof = profile(args.profile)
+    args.duration = prof.duration_s if args.duration is None else args.duration
+    args.rate = prof.rate if args.rate is None else args.rate
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    replay = f"cdc-chaos run {sc.name} --seed {seed} --duration {args.duration} --rate {args.rate}"
+    replay = f"cdc-chaos run {sc.name} --seed {seed} --duration {args.duration:g} --rate {args.rate:g}"
     print(f"scenario {sc.name}, seed {seed} (replay: {replay})", file=sys.stderr)
     with Stack.up(sc.stack_config(config), label=f"run-{sc.name}") as stack:
         print(f"stack: {stack.config.kafka.brokers} Kafka broker(s), {stack.config.flink.taskmanagers} "
@@ -293,6 +298,46 @@ def cmd_check(config: StackConfig, args: argparse.Namespace) -> int:
     return 0 if verdict.clean else 1
 
 
+def cmd_nightly(config: StackConfig, args: argparse.Namespace) -> int:
+    """The nightly session: every run into the store, the site rewritten, JUnit XML; exit 1 on any run whose
+    verdict differs from its scenario's expectation."""
+    from harness.nightly import NightlyOptions, run_nightly
+
+    opts = NightlyOptions(profile=profile(args.profile),
+                          scenarios=[n.strip() for n in args.scenarios.split(",") if n.strip()] if args.scenarios
+                          else None, repeat=args.repeat, budget_min=args.budget, store=Path(args.store),
+                          keep_nights=args.keep_nights, seed=args.seed,
+                          junit=Path(args.junit) if args.junit else None)
+    try:
+        return run_nightly(config, opts)
+    except ValueError as exc:
+        print(f"nightly: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_report(config: StackConfig, args: argparse.Namespace) -> int:
+    from harness.site import format_diff, load_run, write_site
+    from harness.store import RunStore
+
+    store_dir = Path(args.store)
+    store = RunStore.at(store_dir) if (store_dir / "runs.sqlite").exists() else None
+    if args.report_command == "site":
+        if store is None:
+            print(f"no results store in {store_dir}: run `cdc-chaos nightly --store {store_dir}` first",
+                  file=sys.stderr)
+            return 2
+        pages = write_site(store)
+        print(f"index: {pages['index']}\ntrends: {pages['trends']}")
+        return 0
+    try:
+        a, b = load_run(args.run_a, store), load_run(args.run_b, store)
+    except (FileNotFoundError, KeyError) as exc:
+        print(f"report diff: {exc}", file=sys.stderr)
+        return 2
+    print(format_diff(a, b))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc-chaos", description=__doc__)
     p.add_argument("--config", help="stack definition (default stack/stack.toml or $CDC_CHAOS_CONFIG)")
@@ -322,8 +367,27 @@ def build_parser() -> argparse.ArgumentParser:
     runp = sub.add_parser("run", help="run one chaos scenario from the catalogue and write its verdict JSON")
     runp.add_argument("scenario")
     runp.add_argument("--seed", type=int, default=None)
-    runp.add_argument("--duration", type=float, default=60.0, help="workload seconds")
-    runp.add_argument("--rate", type=float, default=100.0, help="operations per second")
+    runp.add_argument("--profile", choices=list(PROFILES), default="ci",
+                      help="workload length and rate (ci: 20 s at 100/s; nightly; load)")
+    runp.add_argument("--duration", type=float, default=None, help="workload seconds (default: the profile's)")
+    runp.add_argument("--rate", type=float, default=None, help="changes per second (default: the profile's)")
+    night = sub.add_parser("nightly", help="run the catalogue on fresh seeds into the results store and its site")
+    night.add_argument("--scenarios", help="comma-separated scenario names (default: the profile's catalogue)")
+    night.add_argument("--profile", choices=list(PROFILES), default="nightly")
+    night.add_argument("--repeat", type=int, default=1, help="runs per scenario, each on a fresh seed")
+    night.add_argument("--budget", type=float, default=None, metavar="MINUTES", help="start no run after this")
+    night.add_argument("--store", default=str(NIGHTLY_DIR), help="results store directory (default: %(default)s)")
+    night.add_argument("--keep-nights", type=int, default=7, help="prune passing runs' logs beyond this many sessions")
+    night.add_argument("--seed", type=int, default=None, help="the session's base seed (each run's seed derives)")
+    night.add_argument("--junit", help="JUnit XML path (default: STORE/junit-SESSION.xml)")
+    rep = sub.add_parser("report", help="the nightly site: rewrite it, or diff two runs")
+    rep_sub = rep.add_subparsers(dest="report_command", required=True)
+    site = rep_sub.add_parser("site", help="rewrite index, trends and run pages from the store")
+    site.add_argument("--store", default=str(NIGHTLY_DIR))
+    diff = rep_sub.add_parser("diff", help="what changed between two runs (report directories or store run ids)")
+    diff.add_argument("run_a")
+    diff.add_argument("run_b")
+    diff.add_argument("--store", default=str(NIGHTLY_DIR))
     job = sub.add_parser("job", help="operate the pipeline's Flink job on the running stack")
     job.add_argument("action", choices=["submit", "status", "cancel", "savepoint", "resume"])
     job.add_argument("--name", default="orders", help="the job's name on this stack (default: orders)")
@@ -355,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status,
     "logs": cmd_logs, "demo": cmd_demo, "run": cmd_run, "job": cmd_job, "load": cmd_load, "check": cmd_check,
+    "nightly": cmd_nightly, "report": cmd_report,
 }
 
 

@@ -809,6 +809,8 @@ class ConnectKill(ProcessKill):
     component = "connect"
     #: records per partition before the kill to look for the originals of re-sent changes in
     lookback = 20_000
+    #: how long the restarted connector may take to publish its first record before the re-sends are judged
+    start_timeout_s = 120.0
 
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
         out = super().heal(stack, recovery)
@@ -842,6 +844,15 @@ class ConnectKill(ProcessKill):
                                     "Connect restart")
             return Verification(False, evidence, "no change event was re-sent after the Connect restart")
 
+        # a restarted worker under load takes a while before its task publishes anything (seen: 38 s after the
+        # kill on CI); until the topic grows past the kill point there is nothing to judge the re-sends by
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):   # the broker may be busy; retried
+                ends = kafka_client.end_offsets(bootstrap, topic, timeout=5)
+                if sum(ends.values()) > sum(first_new.values()):
+                    break
+            time.sleep(0.5)
         v = poll_evidence(check, self.verify_timeout_s)
         ev = v.evidence
         if not v.effective and ev.get("tasks") and all(t["state"] == "RUNNING" for t in ev["tasks"]) and \
@@ -1209,7 +1220,9 @@ class NemesisRunner:
                 detail = nemesis.inject(self.stack, self.rng)
                 obs.inject = detail
             else:
-                detail = nemesis.heal(self.stack, self.recovery)
+                started_ms = int(time.time() * 1000)
+                # the event is recorded once the heal is done; when it began draws the fault's window
+                detail = {"heal_started_ms": started_ms, **nemesis.heal(self.stack, self.recovery)}
             self._record(nemesis, phase, detail)
             return True
         except Exception as exc:  # noqa: BLE001 - a failed fault is recorded; the final heal still runs

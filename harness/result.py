@@ -41,6 +41,11 @@ class RunStats:
     lag_samples: list[tuple[float, int]]     # (seconds since t0, consumer lag)
     healed_before: list[str] = field(default_factory=list)   # members a pooled stack restarted before the run
     warmup: dict[str, Any] = field(default_factory=dict)      # how long the fresh job took to catch up
+    # commit -> visible in committed Parquet, per change: [(second of the commit since t0, p50 ms, max ms)]
+    freshness: list[tuple[float, int, int]] = field(default_factory=list)
+    freshness_summary: dict[str, Any] = field(default_factory=dict)   # n, p50_ms, p99_ms, max_ms
+    # completed and failed checkpoints: [(second of the trigger since t0, duration ms, state bytes, status)]
+    checkpoints: list[tuple[float, int, int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +59,8 @@ class RunResult:
     stats: RunStats
     throughput: list[tuple[float, int]]      # (second since t0, changes committed in it)
     t0_wall_ms: int
+    # the operation timeline: (second since t0, client worker, outcome, transactions) per second and worker
+    ops: list[tuple[float, int, str, int]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -82,4 +89,4 @@ class RunResult:
         return {"name": self.name, "seed": self.seed, "replay": self.replay, "verdict": self.verdict.to_dict(),
                 "summary": self.summary, "timeline": [e.to_dict() for e in self.timeline],
                 "schedule": self.schedule, "stats": dataclasses.asdict(self.stats),
-                "throughput": self.throughput, "t0_wall_ms": self.t0_wall_ms}
+                "throughput": self.throughput, "t0_wall_ms": self.t0_wall_ms, "ops": self.ops}

@@ -407,6 +407,7 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
             job_status = pipeline.status(pipeline.current_job_id or job_id)
         except Exception as exc:  # noqa: BLE001 - status is informative only
             job_status = {"error": str(exc)}
+        checkpoints = checkpoint_series(pipeline, [job_id, pipeline.current_job_id], t0_wall_ms)
     finally:
         monitor.stop()
         pipeline.cancel_all()
@@ -428,11 +429,66 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
     stats = RunStats(wall_s=round(time.monotonic() - started, 1), workload_s=round(workload_s, 1),
                      workload=summarize(history), quiescence=evidence.quiescence, recovery=recovery,
                      nemesis_errors=nemesis.errors, job=job_status, lake=lake.summary(), warmup=warmup,
-                     lag_samples=[(round(s.t, 2), s.lag) for s in monitor.samples])
+                     lag_samples=[(round(s.t, 2), s.lag) for s in monitor.samples], checkpoints=checkpoints,
+                     **freshness(history, lake, t0_wall_ms))
     result = RunResult(name=spec.name, seed=spec.seed, replay=spec.replay, verdict=verdict, timeline=timeline,
                        schedule=schedule.describe(), stats=stats, throughput=_throughput(history, t0_wall_ms),
-                       t0_wall_ms=t0_wall_ms)
+                       t0_wall_ms=t0_wall_ms, ops=_op_timeline(history, t0_wall_ms))
     return result, evidence, prefix
+
+
+def freshness(history: History, lake: LakeSnapshot, t0_wall_ms: int) -> dict[str, Any]:
+    """Commit -> visible in committed Parquet, per change of the run's own transactions: the client's commit
+    time (the history) against the committed file's S3 LastModified (a file becomes visible when the sink
+    commits it), joined on the transaction's GTID.  Without GTIDs (a MySQL without GTID mode) there is none."""
+    committed = {e.gtid: e.complete_ms for e in history.entries if e.outcome == "ok" and e.gtid and e.complete_ms}
+    per_second: dict[int, list[int]] = {}
+    for table in (lake.main, lake.late):
+        gtids = table.column("src_gtid").to_pylist()
+        mtimes = table.column("file_mtime_ms").to_pylist()
+        for gtid, mtime in zip(gtids, mtimes, strict=True):
+            done = committed.get(gtid)
+            if done is not None and mtime:
+                per_second.setdefault(max(0, (done - t0_wall_ms) // 1000), []).append(max(0, mtime - done))
+    values = sorted(v for vs in per_second.values() for v in vs)
+    if not values:
+        return {"freshness": [], "freshness_summary": {"n": 0}}
+
+    def rank(vs: list[int], q: float) -> int:
+        return vs[min(len(vs) - 1, max(0, int(q * len(vs) + 0.999999) - 1))]
+
+    series = [(float(b), rank(sorted(vs), 0.5), max(vs)) for b, vs in sorted(per_second.items())]
+    return {"freshness": series, "freshness_summary": {"n": len(values), "p50_ms": rank(values, 0.5),
+                                                       "p99_ms": rank(values, 0.99), "max_ms": values[-1]}}
+
+
+def checkpoint_series(pipeline: Pipeline, job_ids: list[str | None], t0_wall_ms: int) -> list[tuple[float, int, int,
+                                                                                                     str]]:
+    """Every checkpoint of the run's job(s) from Flink's REST history: (trigger second since t0, end-to-end
+    duration ms, state bytes, status)."""
+    out: dict[tuple[str, int], tuple[float, int, int, str]] = {}
+    for job_id in dict.fromkeys(j for j in job_ids if j):
+        try:
+            history = pipeline.checkpoint_stats(job_id).get("history") or []
+        except Exception:  # noqa: BLE001 - a series is informative only
+            continue
+        for cp in history:
+            if cp.get("status") not in ("COMPLETED", "FAILED"):
+                continue
+            out[(job_id, int(cp["id"]))] = (round((int(cp.get("trigger_timestamp") or 0) - t0_wall_ms) / 1000, 2),
+                                            int(cp.get("end_to_end_duration") or 0),
+                                            int(cp.get("state_size") or cp.get("checkpointed_size") or 0),
+                                            str(cp["status"]))
+    return sorted(out.values())
+
+
+def _op_timeline(history: History, t0_wall_ms: int) -> list[tuple[float, int, str, int]]:
+    cells: dict[tuple[int, int, str], int] = {}
+    for e in history.entries:
+        at = e.complete_ms or e.invoke_ms
+        key = (max(0, (at - t0_wall_ms) // 1000), e.worker, e.outcome)
+        cells[key] = cells.get(key, 0) + 1
+    return [(float(t), w, o, n) for (t, w, o), n in sorted(cells.items())]
 
 
 def _throughput(history: Any, t0_wall_ms: int) -> list[tuple[float, int]]:

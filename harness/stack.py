@@ -199,6 +199,32 @@ class Stack:
     def log_tails(self, lines: int = 20) -> str:
         return "\n".join(comp.logs(lines=lines) for comp in self.components.values())
 
+    def log_files(self) -> dict[str, Path]:
+        """Every member's log file, by ``component/member``."""
+        return {f"{name}/{member}": proc.log_file for name, comp in self.components.items()
+                for member, proc in comp.processes.items()}
+
+    def log_marks(self) -> dict[str, int]:
+        """Where each log ends now, so a run can keep just the lines it wrote (``keep_logs``)."""
+        return {k: (p.stat().st_size if p.exists() else 0) for k, p in self.log_files().items()}
+
+    def keep_logs(self, since: dict[str, int], directory: Path, cap_bytes: int = 4 << 20) -> list[Path]:
+        """Copy what each log gained since ``since`` (its last ``cap_bytes`` at most) to ``directory``."""
+        kept = []
+        for key, path in self.log_files().items():
+            if not path.exists():
+                continue
+            start = since.get(key, 0)
+            size = path.stat().st_size
+            start = max(start if start <= size else 0, size - cap_bytes)   # a log restarted from 0 is read whole
+            out = directory / f"{key.replace('/', '-')}.log"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "rb") as src, open(out, "wb") as dst:
+                src.seek(start)
+                dst.write(src.read())
+            kept.append(out)
+        return kept
+
     @staticmethod
     def _log(message: str) -> None:
         _LOG.info(message)
@@ -228,11 +254,12 @@ class StackPool:
             self._stacks[key] = stack
         return self._stacks[key]
 
-    def release(self, overrides: dict[str, dict[str, Any]] | None) -> None:
+    def release(self, overrides: dict[str, dict[str, Any]] | None, force: bool = False) -> None:
         """Tear down the stack of ``overrides`` now (a special shape one scenario needed: idle, it would still
-        take CPU from every later scenario on these 2-core machines); the default stack is kept."""
+        take CPU from every later scenario on these 2-core machines); the default stack is kept unless
+        ``force`` (a stack a run left broken: the next ``get`` starts a fresh one)."""
         key = json.dumps(overrides or {}, sort_keys=True)
-        if overrides and key in self._stacks:
+        if (overrides or force) and key in self._stacks:
             self._stacks.pop(key).down()
 
     def close(self) -> None:

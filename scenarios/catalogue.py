@@ -57,6 +57,7 @@ class Scenario:
     job_variant: str = "correct"
     expect: frozenset[str] = frozenset()         # empty: must be CLEAN; else: must convict with one of these
     stack: dict[str, dict[str, Any]] = field(default_factory=dict)   # stack.toml overrides (e.g. 3 brokers)
+    nightly_only: bool = False                   # too slow for the ci profile: run by nightly and load profiles
 
     def passed(self, result: RunResult) -> tuple[bool, str]:
         """Did a run of this scenario pass, and why not: the verdict matches the expectation (CLEAN, or a
@@ -74,6 +75,11 @@ class Scenario:
         if failed:
             problems.append(f"faults not injected: {[e.to_dict() for e in failed]}")
         return not problems, "; ".join(problems)
+
+    @property
+    def expectation(self) -> str:
+        """What a passing run shows, in words: CLEAN, or convicted under one of the expected classes."""
+        return "CLEAN" if not self.expect else "convicted: " + " or ".join(sorted(self.expect))
 
     def stack_config(self, base: StackConfig) -> StackConfig:
         """The stack shape this scenario runs on (``base`` with the scenario's overrides)."""
@@ -113,21 +119,25 @@ class ScenarioOutcome:
 
 def run_scenario(scenario: Scenario, stack: Stack, seed: int, *, duration_s: float, rate: float, replay: str,
                  index: int = 0, healed_before: list[str] | None = None,
-                 reports_root: Path | None = None) -> ScenarioOutcome:
-    """The one path from a scenario to a judged, reported run (pytest, ``cdc-chaos run``, ``demo``): checks
-    the stack's shape, runs, writes the report, and applies :meth:`Scenario.passed`.  On a failure the
-    components' log tails go beside the report."""
+                 reports_root: Path | None = None, keep_logs: bool = False) -> ScenarioOutcome:
+    """The one path from a scenario to a judged, reported run (pytest, ``cdc-chaos run``, ``demo``,
+    ``nightly``): checks the stack's shape, runs, writes the report, and applies :meth:`Scenario.passed`.  On a
+    failure the components' log tails go beside the report; with ``keep_logs`` what every component logged
+    during the run goes to ``logs/`` there too."""
     scenario.check_stack(stack)
     directory = report_dir(scenario.name, seed, reports_root)
+    marks = stack.log_marks() if keep_logs else None
     with log.run_log(directory / "run.log"):
         log.get("scenario").info("%s, seed %s (replay: %s)", scenario.name, seed, replay)
         result = run(stack, scenario.spec(seed, duration_s, rate, replay), index=index)
         log.get("scenario").info("%s", result.summary)
     result.stats.healed_before = list(healed_before or [])
-    paths = write_report(directory, result)
     ok, why = scenario.passed(result)
     if not ok:
-        (paths["html"].parent / "component-logs.txt").write_text(stack.log_tails(300))
+        (directory / "component-logs.txt").write_text(stack.log_tails(300))
+    if marks is not None:
+        stack.keep_logs(marks, directory / "logs")
+    paths = write_report(directory, result, expectation=scenario.expectation)
     return ScenarioOutcome(scenario, result, ok, why, paths)
 
 
@@ -138,7 +148,7 @@ SCENARIOS: list[Scenario] = [
              at(lambda: TaskManagerKill(), 0.3, 4)),
     Scenario("taskmanager_kill_all", "SIGKILL both TaskManagers at once, restart them",
              "a full restart from the checkpoint is exactly-once",
-             at(lambda: TaskManagerKill(all_members=True), 0.3, 4)),
+             at(lambda: TaskManagerKill(all_members=True), 0.3, 4), nightly_only=True),
     Scenario("jobmanager_kill", "SIGKILL the JobManager; restart it and resume the job from the latest retained "
              "checkpoint", "the recovery path without HA loses and duplicates nothing",
              at(lambda: JobManagerKill(), 0.35, 3)),
@@ -151,7 +161,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("broker_leader_kill_3", "3 brokers (RF=3, min ISR 2): SIGKILL the leader of a seeded orders_cdc "
              "partition, restart it 8 s later (the controller fences it after 4 s and moves its partitions)",
              "leader failover loses nothing acknowledged and duplicates nothing",
-             at(lambda: BrokerKill(partition_leader=True), 0.3, 8), stack={"kafka": {"brokers": 3}}),
+             at(lambda: BrokerKill(partition_leader=True), 0.3, 8), stack={"kafka": {"brokers": 3}}, nightly_only=True),
     Scenario("connect_kill", "SIGKILL the Kafka Connect worker; Debezium re-sends changes after restart",
              "the job's deduplication keeps re-sent changes out of the lake", at(lambda: ConnectKill(), 0.4, 3)),
     Scenario("binlog_purge_resnapshot", "SIGKILL Kafka Connect, purge the binlog behind its offset while it is "
@@ -167,7 +177,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("pause_taskmanager", "SIGSTOP a TaskManager for 8 s (longer than the 5 s heartbeat timeout)",
              "a zombie TaskManager cannot commit twice", at(lambda: Pause("flink", "taskmanager-1"), 0.3, 8)),
     Scenario("pause_broker", "SIGSTOP the broker for 8 s", "a hung broker delays but does not corrupt",
-             at(lambda: Pause("kafka"), 0.3, 8)),
+             at(lambda: Pause("kafka"), 0.3, 8), nightly_only=True),
     # --- network faults on the job's own routes, through the stack's Toxiproxy ---------------------------
     Scenario("network_partition_kafka", "cut the network between Flink and every broker for 6 s (connections "
              "closed, new ones refused)", "a job cut off from Kafka resumes from its checkpointed offsets",
@@ -177,20 +187,20 @@ SCENARIOS: list[Scenario] = [
              at(lambda: NetworkPartition("s3"), 0.3, 6)),
     Scenario("network_latency_s3", "add 300 +/- 100 ms each way to every Flink <-> S3 packet for 6 s",
              "slow checkpoints and uploads delay but do not corrupt the lake",
-             at(lambda: NetworkLatency("s3", latency_ms=300, jitter_ms=100), 0.3, 6)),
+             at(lambda: NetworkLatency("s3", latency_ms=300, jitter_ms=100), 0.3, 6), nightly_only=True),
     Scenario("network_drops_kafka", "reset 80 % of Flink's Kafka connections (and each reconnect) 1 s in, for 6 s",
              "dropped fetch and coordinator connections neither skip nor repeat records",
-             at(lambda: NetworkDrops("kafka", toxicity=0.8, timeout_ms=1000), 0.3, 6)),
+             at(lambda: NetworkDrops("kafka", toxicity=0.8, timeout_ms=1000), 0.3, 6), nightly_only=True),
     Scenario("mixed_storm", "three seeded random faults among TaskManager, Connect and broker kills",
              "combined faults still give an exact lake",
              storm([lambda: TaskManagerKill(), lambda: ConnectKill(), lambda: BrokerKill()], 3)),
     Scenario("out_of_order_heavy", "60 % of changes out of order within the watermark bound",
              "out-of-order changes stay on time and land in the right partitions",
-             workload={"out_of_order_fraction": 0.6}),
+             workload={"out_of_order_fraction": 0.6}, nightly_only=True),
     Scenario("late_heavy", "20 % of changes hours to days late", "late changes go to orders_late, row by row",
              workload={"late_fraction": 0.2}),
     Scenario("update_delete_heavy", "mostly updates and deletes", "the fold of the lake equals the final table",
-             workload={"mix": (0.3, 0.45, 0.25)}),
+             workload={"mix": (0.3, 0.45, 0.25)}, nightly_only=True),
     Scenario("day_boundary", "event time starts 10 s before midnight UTC",
              "partitions split exactly at hour and day boundaries",
              workload={"anchor_before_boundary_s": 86400}),

@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 
+from harness.profiles import profile
 from harness.stack import StackPool
 from scenarios.catalogue import SCENARIOS, Scenario, run_scenario
 
@@ -24,8 +25,12 @@ def test_scenario(scenario: Scenario, stacks: StackPool, seed: int, request: pyt
         request.addfinalizer(lambda: stacks.release(scenario.stack))
     healed = stack.heal()
     replay = f"./run test scenarios/test_scenarios.py -k '{scenario.name}' --seed {seed} -p no:randomly"
-    outcome = run_scenario(scenario, stack, seed, duration_s=request.config.getoption("--scenario-seconds"),
-                           rate=request.config.getoption("--scenario-rate"), replay=replay,
+    prof = profile(request.config.getoption("--profile"))
+    seconds = request.config.getoption("--scenario-seconds") or prof.duration_s
+    rate = request.config.getoption("--scenario-rate") or prof.rate
+    if prof.name != "ci":
+        replay += f" --profile {prof.name}"
+    outcome = run_scenario(scenario, stack, seed, duration_s=seconds, rate=rate, replay=replay,
                            index=next(_RUN_INDEX), healed_before=healed)
     if not outcome.ok:
         request.node.add_report_section("call", "component logs", stack.log_tails(25))

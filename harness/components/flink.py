@@ -79,6 +79,8 @@ class FlinkCluster(Component):
             "web.submit.enable": "true",
             # checkpoint statistics fresh to 50 ms (default: cached 3 s), so a nemesis can see one in flight
             "rest.cache.checkpoint-statistics.timeout": "50 ms",
+            # every checkpoint of a run stays in the REST history (default 10), for the report's duration series
+            "web.checkpoints.history": 2000,
         }
         (self.dir / "tmp").mkdir(exist_ok=True)
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))
