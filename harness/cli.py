@@ -61,7 +61,32 @@ def cmd_serve(config: StackConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up_docker(config: StackConfig) -> int:
+    """``--backend docker``: the compose project, recorded as a run dir (``stack.json``, ``ports.json``) so
+    ``status``, ``load`` and ``check`` read it as they read a local stack."""
+    from harness.compose import BackendError, ComposeStack
+
+    stack = ComposeStack(config)
+    try:
+        stack.start()
+    except BackendError as exc:
+        print(f"up: {exc}", file=sys.stderr)
+        return 2
+    endpoints = stack.endpoints()
+    run_dir = runs_root() / f"docker-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "backend").write_text("docker")
+    (run_dir / "stack.json").write_text(json.dumps(endpoints, indent=2))
+    (run_dir / "ports.json").write_text(json.dumps({c: stack.address(c)[1] for c in
+                                                    ("database", "kafka", "connect", "s3", "flink")}))
+    (runs_root() / CURRENT).write_text(str(run_dir))
+    print(json.dumps(endpoints, indent=2))
+    return 0
+
+
 def cmd_up(config: StackConfig, args: argparse.Namespace) -> int:
+    if args.backend == "docker":
+        return cmd_up_docker(config)
     ready = runs_root() / f".ready-{os.getpid()}"
     ready.unlink(missing_ok=True)
     log = runs_root() / f"supervisor-{os.getpid()}.log"
@@ -93,6 +118,16 @@ def cmd_up(config: StackConfig, args: argparse.Namespace) -> int:
 
 def cmd_down(config: StackConfig, args: argparse.Namespace) -> int:
     run_dir = current_run_dir(args.run_dir)
+    if (run_dir / "backend").exists():    # a compose project `up --backend docker` started
+        import shutil
+
+        from harness.compose import ComposeStack
+
+        if shutil.which("docker"):
+            ComposeStack(config).stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        (runs_root() / CURRENT).unlink(missing_ok=True)
+        return 0
     owner = int((run_dir / "owner.pid").read_text())
     if pid_alive(owner):
         os.kill(owner, signal.SIGTERM)
@@ -341,6 +376,9 @@ def cmd_report(config: StackConfig, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc-chaos", description=__doc__)
     p.add_argument("--config", help="stack definition (default stack/stack.toml or $CDC_CHAOS_CONFIG)")
+    p.add_argument("--backend", choices=["local", "docker"], default=None,
+                   help="local processes (default) or stack/docker-compose.yml through testcontainers "
+                   "(or $CDC_CHAOS_BACKEND); chaos commands need local")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     loud.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -426,6 +464,15 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.configure(1 if args.verbose else -1 if args.quiet else 0)
+    from harness.compose import BackendError, backend_name, refuse_for_chaos
+
+    try:
+        args.backend = backend_name(args.backend)
+        if args.command in ("demo", "run", "nightly"):
+            refuse_for_chaos(args.backend)
+    except BackendError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -148,8 +148,8 @@ def reap_stale() -> list[Path]:
     """Kill and delete run directories whose owner process is gone (a crashed or killed harness)."""
     reaped = []
     for d in runs_root().iterdir():
-        if not d.is_dir():
-            continue
+        if not d.is_dir() or (d / "backend").exists():
+            continue   # a docker backend's record: its life is the compose project's, ended by `down`
         try:
             owner = int((d / "owner.pid").read_text())
         except (FileNotFoundError, ValueError):

@@ -19,6 +19,9 @@ from harness import log
 from harness.config import REPO_ROOT, StackConfig, cache_dir
 from harness.rundir import file_lock
 
+#: seconds between "still running" lines of a long install command
+HEARTBEAT_S = 20.0
+
 
 class InstallError(RuntimeError):
     """An install step failed; the message names the step, the command and how to fix it."""
@@ -66,18 +69,29 @@ def ensure_dir(name: str, build: Callable[[Path], None], what: str) -> Path:
 
 def run_step(argv: Sequence[str], what: str, fix: str, cwd: Path | None = None,
              env: dict[str, str] | None = None, timeout: float = 1800) -> str:
-    """Run an install command, streaming nothing but keeping its output for the error."""
+    """Run an install command, keeping its output for the error; a long one says every
+    ``HEARTBEAT_S`` that it is still at work and for how long (a Go build of MinIO takes minutes)."""
+    started = time.monotonic()
     try:
-        res = subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True,
-                             timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)
     except FileNotFoundError as exc:
         raise InstallError(f"{what}: {argv[0]!r} is not installed. {fix}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise InstallError(f"{what}: `{' '.join(argv)}` took longer than {timeout:.0f}s. {fix}") from exc
-    if res.returncode != 0:
-        out = (res.stdout + res.stderr)[-4000:]
-        raise InstallError(f"{what}: `{' '.join(argv)}` exited {res.returncode}. {fix}\n{out}")
-    return res.stdout
+    while True:
+        try:
+            out, err = proc.communicate(timeout=HEARTBEAT_S)
+            break
+        except subprocess.TimeoutExpired:
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                proc.kill()
+                proc.communicate()
+                raise InstallError(f"{what}: `{' '.join(argv)}` took longer than {timeout:.0f}s. {fix}") from None
+            progress(f"{what}: still running ({elapsed:.0f}s)")
+    if proc.returncode != 0:
+        tail_out = (out + err)[-4000:]
+        raise InstallError(f"{what}: `{' '.join(argv)}` exited {proc.returncode}. {fix}\n{tail_out}")
+    return out
 
 
 def maven(pom: Path, goals: Sequence[str], what: str) -> None:
