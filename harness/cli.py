@@ -187,30 +187,110 @@ def cmd_demo(config: StackConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: StackConfig, args: argparse.Namespace) -> int:
-    """One catalogue scenario outside pytest (nightly runs): its own stack, a report under reports/."""
+    """One catalogue scenario (or ``random``: a seeded random fault schedule) on its own stack, a report
+    under reports/ with its schedule.json."""
     import random
 
     from harness.stack import Stack
     from scenarios.catalogue import BY_NAME, run_scenario
 
-    if args.scenario not in BY_NAME:
-        raise SystemExit(f"unknown scenario {args.scenario!r}; known: {sorted(BY_NAME)}")
-    sc = BY_NAME[args.scenario]
+    if args.scenario == "random":
+        from harness.search import random_scenario
+
+        sc = random_scenario(args.faults, args.variant)
+    elif args.scenario not in BY_NAME:
+        raise SystemExit(f"unknown scenario {args.scenario!r}; known: random, {', '.join(sorted(BY_NAME))}")
+    else:
+        sc = BY_NAME[args.scenario]
     prof = profile(args.profile)
     args.duration = prof.duration_s if args.duration is None else args.duration
     args.rate = prof.rate if args.rate is None else args.rate
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
-    replay = f"cdc-chaos run {sc.name} --seed {seed} --duration {args.duration:g} --rate {args.rate:g}"
+    replay = f"cdc-chaos run {sc.name} --seed {seed} --duration {args.duration:g} --rate {args.rate:g}" + (
+        f" --faults {args.faults} --variant {args.variant}" if sc.name == "random" else "")
     print(f"scenario {sc.name}, seed {seed} (replay: {replay})", file=sys.stderr)
     with Stack.up(sc.stack_config(config), label=f"run-{sc.name}") as stack:
         print(f"stack: {stack.config.kafka.brokers} Kafka broker(s), {stack.config.flink.taskmanagers} "
               "TaskManager(s)", file=sys.stderr)
         outcome = run_scenario(sc, stack, seed, duration_s=args.duration, rate=args.rate, replay=replay)
     print(outcome.result.summary)
-    print(f"verdict: {outcome.report['verdict']}\nreport: {outcome.report['html']}")
+    print(f"verdict: {outcome.report['verdict']}\nschedule: {outcome.report['schedule']}\n"
+          f"report: {outcome.report['html']}")
     if not outcome.ok:
         print(f"scenario {sc.name} FAILED: {outcome.why}", file=sys.stderr)
     return 0 if outcome.ok else 1
+
+
+def cmd_replay(config: StackConfig, args: argparse.Namespace) -> int:
+    """Run a report directory's schedule.json again on a fresh stack: the same workload seed, the same
+    faults at the same times; print both verdicts."""
+    from harness.search import load_schedule, scenario_from
+    from harness.stack import Stack
+    from scenarios.catalogue import run_scenario
+
+    try:
+        doc = load_schedule(Path(args.report_dir))
+    except FileNotFoundError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    sc = scenario_from(doc)
+    found = []
+    with Stack.up(sc.stack_config(config), label=f"replay-{sc.name}") as stack:
+        for i in range(args.times):
+            if i:
+                stack.heal()
+            outcome = run_scenario(sc, stack, int(doc["seed"]), duration_s=float(doc["duration_s"]),
+                                   rate=float(doc["rate"]), replay=f"cdc-chaos replay {args.report_dir}", index=i)
+            found.append(sorted(outcome.result.found()))
+            print(f"replay {i + 1}/{args.times}: {outcome.result.verdict.verdict} {found[-1] or ''} "
+                  f"({outcome.report['html']})")
+    original = doc.get("found") or []
+    print(f"original: {'ANOMALIES ' + str(original) if original else 'CLEAN'}")
+    same = sum(f == original for f in found)
+    print(f"reproduced the original's anomaly classes in {same} of {len(found)} replay(s)")
+    return 0 if same == len(found) else 1
+
+
+def cmd_shrink(config: StackConfig, args: argparse.Namespace) -> int:
+    """Remove faults and shorten windows while the failing run's anomaly class still appears; print and save
+    the smallest failing schedule (``shrunk-schedule.json`` in the report directory)."""
+    from harness.search import load_schedule, scenario_from, shrink
+    from harness.stack import Stack
+    from scenarios.catalogue import run_scenario
+
+    report_dir = Path(args.report_dir)
+    try:
+        doc = load_schedule(report_dir)
+    except FileNotFoundError as exc:
+        print(f"shrink: {exc}", file=sys.stderr)
+        return 2
+    base = scenario_from(doc)
+    with Stack.up(base.stack_config(config), label=f"shrink-{base.name}") as stack:
+        counter = iter(range(1, 10_000))
+
+        def run_faults(faults: list[dict[str, Any]]) -> tuple[set[str], str]:
+            stack.heal()
+            outcome = run_scenario(scenario_from(doc, faults), stack, int(doc["seed"]),
+                                   duration_s=float(doc["duration_s"]), rate=float(doc["rate"]),
+                                   replay=f"cdc-chaos shrink {report_dir}", index=next(counter),
+                                   reports_root=report_dir / "shrink")
+            return outcome.result.found(), str(outcome.report["html"].parent)
+
+        try:
+            faults, attempts, target = shrink(doc, run_faults, max_runs=args.max_runs)
+        except ValueError as exc:
+            print(f"shrink: {exc}", file=sys.stderr)
+            return 2
+    out = report_dir / "shrunk-schedule.json"
+    out.write_text(json.dumps({**doc, "faults": faults, "shrunk_from": len(doc["faults"]), "runs": len(attempts),
+                               "kept": sorted(target), "attempts": [a.__dict__ for a in attempts]}, indent=2,
+                              default=str))
+    print(f"shrunk {len(doc['faults'])} fault(s) to {len(faults)} in {len(attempts)} run(s), keeping "
+          f"{sorted(target)}:")
+    for f in faults:
+        print(f"  {f['nemesis']} at {f['at_s']} s for {f['duration_s']} s")
+    print(f"saved: {out}")
+    return 0
 
 
 def _attached(config: StackConfig, args: argparse.Namespace) -> Any:
@@ -402,13 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--duration", type=float, default=30.0, help="workload seconds")
     demo.add_argument("--rate", type=float, default=50.0, help="operations per second")
-    runp = sub.add_parser("run", help="run one chaos scenario from the catalogue and write its verdict JSON")
+    runp = sub.add_parser("run", help="run one chaos scenario from the catalogue (or `random`) and write its verdict")
     runp.add_argument("scenario")
     runp.add_argument("--seed", type=int, default=None)
     runp.add_argument("--profile", choices=list(PROFILES), default="ci",
                       help="workload length and rate (ci: 20 s at 100/s; nightly; load)")
     runp.add_argument("--duration", type=float, default=None, help="workload seconds (default: the profile's)")
     runp.add_argument("--rate", type=float, default=None, help="changes per second (default: the profile's)")
+    runp.add_argument("--faults", type=int, default=5, help="random: how many faults to draw")
+    runp.add_argument("--variant", default="correct", help="random: the job variant (known-bad ones get found)")
+    repl = sub.add_parser("replay", help="run a report directory's schedule.json again on a fresh stack")
+    repl.add_argument("report_dir")
+    repl.add_argument("--times", type=int, default=1, help="replays (how often does it reproduce?)")
+    shr = sub.add_parser("shrink", help="the smallest schedule that still shows a failing run's anomaly class")
+    shr.add_argument("report_dir")
+    shr.add_argument("--max-runs", type=int, default=20)
     night = sub.add_parser("nightly", help="run the catalogue on fresh seeds into the results store and its site")
     night.add_argument("--scenarios", help="comma-separated scenario names (default: the profile's catalogue)")
     night.add_argument("--profile", choices=list(PROFILES), default="nightly")
@@ -457,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status,
     "logs": cmd_logs, "demo": cmd_demo, "run": cmd_run, "job": cmd_job, "load": cmd_load, "check": cmd_check,
-    "nightly": cmd_nightly, "report": cmd_report,
+    "nightly": cmd_nightly, "report": cmd_report, "replay": cmd_replay, "shrink": cmd_shrink,
 }
 
 
@@ -468,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.backend = backend_name(args.backend)
-        if args.command in ("demo", "run", "nightly"):
+        if args.command in ("demo", "run", "nightly", "replay", "shrink"):
             refuse_for_chaos(args.backend)
     except BackendError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import inspect
 import json
 import random
 import re
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -414,6 +415,17 @@ class Nemesis(abc.ABC):
     name = "nemesis"
     #: how long ``verify`` keeps looking for evidence after the heal (the job notices some faults late)
     verify_timeout_s = 20.0
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Nemesis:
+        # keep the constructor's arguments: a schedule is saved as data (schedule.json) and rebuilt from it
+        obj = super().__new__(cls)
+        obj._init_args = (list(args), dict(kwargs))
+        return obj
+
+    def spec(self) -> dict[str, Any]:
+        """This fault as data: its class and constructor arguments (:func:`nemesis_from_spec` rebuilds it)."""
+        args, kwargs = getattr(self, "_init_args", ([], {}))
+        return {"kind": type(self).__name__, "args": args, "kwargs": kwargs}
 
     @abc.abstractmethod
     def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]: ...
@@ -1098,8 +1110,11 @@ class Fault:
 class Schedule:
     """When each fault happens. Built from seeded randomness, so a seed replays the same faults."""
 
-    def __init__(self, faults: list[Fault]) -> None:
+    def __init__(self, faults: list[Fault], overlapping: bool = False) -> None:
         self.faults = sorted(faults, key=lambda f: f.at_s)
+        # False: one fault after another (a later fault waits for an earlier heal); True: each fault on its
+        # own clock, so faults overlap as drawn (random search schedules)
+        self.overlapping = overlapping
 
     @classmethod
     def none(cls) -> Schedule:
@@ -1139,10 +1154,32 @@ class Schedule:
         return cls(faults)
 
     def __add__(self, other: Schedule) -> Schedule:
-        return Schedule(self.faults + other.faults)
+        return Schedule(self.faults + other.faults, self.overlapping or other.overlapping)
 
     def describe(self) -> list[dict[str, Any]]:
-        return [{"at_s": f.at_s, "duration_s": f.duration_s, "nemesis": f.nemesis.name} for f in self.faults]
+        return [{"at_s": f.at_s, "duration_s": f.duration_s, "nemesis": f.nemesis.name, "spec": f.nemesis.spec(),
+                 **({"overlapping": True} if self.overlapping else {})} for f in self.faults]
+
+    @classmethod
+    def from_description(cls, faults: list[dict[str, Any]]) -> Schedule:
+        """The schedule ``describe`` wrote (``schedule.json``), rebuilt: the same faults at the same times."""
+        return cls([Fault(float(f["at_s"]), float(f["duration_s"]), nemesis_from_spec(f["spec"])) for f in faults],
+                   overlapping=any(f.get("overlapping") for f in faults))
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def nemesis_from_spec(spec: dict[str, Any]) -> Nemesis:
+    """A nemesis from :meth:`Nemesis.spec` data; an unknown kind is named with the known ones."""
+    classes = {c.__name__: c for c in _subclasses(Nemesis) if not inspect.isabstract(c)}
+    if spec.get("kind") not in classes:
+        raise ValueError(f"unknown nemesis kind {spec.get('kind')!r}; known: {', '.join(sorted(classes))}")
+    nemesis: Nemesis = classes[spec["kind"]](*spec.get("args", []), **spec.get("kwargs", {}))
+    return nemesis
 
 
 class NemesisRunner:
@@ -1165,6 +1202,7 @@ class NemesisRunner:
         self._stop = threading.Event()
         self._active: list[tuple[int, Nemesis, Observation]] = []
         self._started = 0                 # faults the schedule thread has begun (in order)
+        self._begun: set[int] = set()     # ... and of an overlapping schedule, by index
         self._verifiers: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.verifications: list[dict[str, Any]] = []
@@ -1180,6 +1218,14 @@ class NemesisRunner:
         self._thread.start()
 
     def _run(self, t0: float) -> None:
+        if self.schedule.overlapping:
+            threads = [threading.Thread(target=self._run_one, args=(t0, i, f), name=f"fault-{i}", daemon=True)
+                       for i, f in enumerate(self.schedule.faults)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return
         for index, fault in enumerate(self.schedule.faults):
             if self._wait_until(t0 + fault.at_s):
                 return
@@ -1191,6 +1237,22 @@ class NemesisRunner:
                 return
             self._active.remove((index, fault.nemesis, obs))
             self._heal_and_verify(index, fault.nemesis, obs)
+
+    def _run_one(self, t0: float, index: int, fault: Fault) -> None:
+        """One fault of an overlapping schedule on its own clock; ``finish`` heals it if the run ends first."""
+        if self._wait_until(t0 + fault.at_s):
+            return
+        with self._lock:
+            self._begun.add(index)
+        obs = self._observe(fault.nemesis)
+        self._do(fault.nemesis, "inject", obs)
+        with self._lock:
+            self._active.append((index, fault.nemesis, obs))
+        if self._wait_until(t0 + fault.at_s + fault.duration_s):
+            return
+        with self._lock:
+            self._active.remove((index, fault.nemesis, obs))
+        self._heal_and_verify(index, fault.nemesis, obs)
 
     def _wait_until(self, when: float) -> bool:
         return self._stop.wait(max(0.0, when - time.monotonic()))
@@ -1273,9 +1335,11 @@ class NemesisRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        for index, fault in enumerate(self.schedule.faults[self._started:], start=self._started):
-            self._record(fault.nemesis, "skipped", {"fault": index, "scheduled_at_s": fault.at_s,
-                                                    "why": "the workload ended before its turn came"})
+        begun = self._begun if self.schedule.overlapping else set(range(self._started))
+        for index, fault in enumerate(self.schedule.faults):
+            if index not in begun:
+                self._record(fault.nemesis, "skipped", {"fault": index, "scheduled_at_s": fault.at_s,
+                                                        "why": "the workload ended before its turn came"})
         for index, nemesis, obs in list(self._active):
             self._heal_and_verify(index, nemesis, obs)
         self._active.clear()
@@ -1389,6 +1453,20 @@ class NetworkLatency(ToxicFault):
 
     def attributes(self) -> dict[str, Any]:
         return {"latency": self.latency_ms, "jitter": self.jitter_ms}
+
+
+class NetworkBandwidth(ToxicFault):
+    """Throttle the route to ``rate_kbps`` KB/s each way: uploads and fetches crawl, nothing is cut."""
+
+    kind = "network-bandwidth"
+    toxic_type = "bandwidth"
+
+    def __init__(self, route: str, rate_kbps: int = 32) -> None:
+        super().__init__(route)
+        self.rate_kbps = rate_kbps
+
+    def attributes(self) -> dict[str, Any]:
+        return {"rate": self.rate_kbps}
 
 
 class NetworkDrops(ToxicFault):

@@ -855,6 +855,7 @@ def summarize(history: History) -> dict[str, Any]:
             errors[str(e.error_code)] = errors.get(str(e.error_code), 0) + 1
     return {"seed": history.workload.config.seed, "anchor_ms": history.workload.anchor_ms,
             "txn_id_base": history.workload.config.txn_id_base,
+            "first_order_id": history.workload.config.first_order_id,
             "transactions": history.counts(), "operations": ops, "committed_changes": kinds,
             "committed_rows": rows_by_kind, "event_classes": classes, "error_codes": errors,
             "gtids": sum(1 for e in history.entries if e.gtid)}

@@ -138,7 +138,33 @@ def run_scenario(scenario: Scenario, stack: Stack, seed: int, *, duration_s: flo
     if marks is not None:
         stack.keep_logs(marks, directory / "logs")
     paths = write_report(directory, result, expectation=scenario.expectation)
+    paths["schedule"] = write_schedule(directory, scenario, result, duration_s, rate)
     return ScenarioOutcome(scenario, result, ok, why, paths)
+
+
+SCHEDULE_SCHEMA_VERSION = 1
+
+
+def write_schedule(directory: Path, scenario: Scenario, result: RunResult, duration_s: float, rate: float) -> Path:
+    """``schedule.json`` beside the verdict: what ``cdc-chaos replay`` needs to run this again -- the
+    scenario, job variant, workload seed, anchor time and first order id, and every fault with its time,
+    duration, constructor (``spec``) and the target it chose at injection, named by role."""
+    injects = [e for e in result.timeline if e.phase == "inject"]
+    faults = []
+    for i, fault in enumerate(result.schedule):
+        ev = injects[i].detail if i < len(injects) else {}
+        target = {k: ev[k] for k in ("target", "chosen", "killed", "paused", "route", "partition", "disabled")
+                  if k in ev}
+        faults.append({**fault, "drawn": target})
+    wl = result.stats.workload
+    doc = {"schema_version": SCHEDULE_SCHEMA_VERSION, "scenario": scenario.name, "what": scenario.what,
+           "job_variant": scenario.job_variant, "expect": sorted(scenario.expect), "stack": scenario.stack,
+           "workload": scenario.workload, "seed": result.seed, "duration_s": duration_s, "rate": rate,
+           "anchor_ms": wl.get("anchor_ms"), "first_order_id": wl.get("first_order_id"), "faults": faults,
+           "found": sorted(result.found())}
+    path = directory / "schedule.json"
+    path.write_text(json.dumps(doc, indent=2, default=str))
+    return path
 
 
 SCENARIOS: list[Scenario] = [
