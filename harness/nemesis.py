@@ -875,6 +875,166 @@ class ConnectKill(ProcessKill):
         return v
 
 
+class ConnectorRestart(Nemesis):
+    """An operator's routine through Connect's REST API: pause the Debezium connector, later resume it and
+    restart it with its task.  Effective when the connector reported PAUSED, the topic stood still while it
+    was paused, and grew again after the resume and restart."""
+
+    name = "connector-restart"
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        from harness import kafka_client
+
+        stack.connect.lifecycle("pause")
+        status = stack.connect.wait_state("PAUSED")
+        time.sleep(1.0)   # a record already handed to the producer may still land; judge the pause after it
+        ends = kafka_client.end_offsets(stack.kafka.bootstrap, stack.config.kafka.topic, timeout=10)
+        return {"state": status.get("connector", {}).get("state"), "topic_end_paused": ends}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        stack.connect.lifecycle("resume")
+        stack.connect.wait_state("RUNNING")
+        stack.connect.lifecycle("restart")
+        stack.connect.wait_connector_running()
+        return {"resumed": True, "restarted": True}
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        from harness import kafka_client
+
+        return {"topic_end": kafka_client.end_offsets(stack.kafka.bootstrap, stack.config.kafka.topic, timeout=10)}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        from harness import kafka_client
+
+        paused = obs.inject.get("topic_end_paused") or {}
+        before_heal = obs.end.get("topic_end") or {}
+        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+
+        def check() -> Verification:
+            now = kafka_client.end_offsets(bootstrap, topic, timeout=5)
+            grew_paused = sum(before_heal.values()) - sum(paused.values())
+            grew_after = sum(now.values()) - sum(before_heal.values())
+            evidence = {"state_at_inject": obs.inject.get("state"), "grew_while_paused": grew_paused,
+                        "grew_after_restart": grew_after}
+            ok = obs.inject.get("state") == "PAUSED" and grew_paused == 0 and grew_after > 0
+            why = ("the connector paused (topic still for the whole pause) and published again after resume "
+                   "and restart" if ok else "no pause with a still topic, then publishing again, was seen")
+            return Verification(ok, evidence, why)
+
+        return poll_evidence(check, self.verify_timeout_s)
+
+
+class S3RequestFault(Nemesis):
+    """Request-level S3 faults on the job's route, through the stack's S3 gate (``harness/s3gate.py``):
+    ``slowdown`` answers matching requests 503 SlowDown (the SDK backs off and retries), ``fail`` answers 500
+    InternalError, ``hang`` holds them ``hang_ms``.  Only the job's S3 traffic passes the gate, so a request
+    it answered with the fault is proof the fault reached the job: effective when the gate injected at least
+    once during the fault (the evidence names the operations hit, e.g. a part file's completion)."""
+
+    def __init__(self, mode: str = "slowdown", ops: tuple[str, ...] = (), probability: float = 1.0,
+                 hang_ms: int = 5000) -> None:
+        self.mode, self.ops, self.probability, self.hang_ms = mode, tuple(ops), probability, hang_ms
+        self.name = f"s3-{mode}" + (f"-{'-'.join(o[:8].lower() for o in ops)}" if ops else "")
+
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return {"gate": stack.proxy.gate_stats()["ops"]}
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        stack.proxy.gate_fault(self.mode, list(self.ops), self.probability, self.hang_ms)
+        return {"mode": self.mode, "ops": list(self.ops) or "all", "probability": self.probability}
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        return {"gate": stack.proxy.gate_stats()["ops"]}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        stack.proxy.gate_clear()
+        return {"cleared": True}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        before, end = obs.before.get("gate") or {}, obs.end.get("gate") or {}
+        hit = {op: v["injected"] - before.get(op, {}).get("injected", 0) for op, v in end.items()}
+        seen = {op: v["requests"] - before.get(op, {}).get("requests", 0) for op, v in end.items()}
+        hit = {op: n for op, n in hit.items() if n > 0}
+        evidence = {"injected": hit, "requests_during_fault": {op: n for op, n in seen.items() if n > 0}}
+        if hit:
+            return Verification(True, evidence, f"the gate answered the job's {sum(hit.values())} request(s) "
+                                f"with {self.mode}: {hit}")
+        return Verification(False, evidence, f"the job sent no {list(self.ops) or 'S3'} request during the fault, "
+                            "so none was answered with it")
+
+
+class LargeTransaction(Nemesis):
+    """Not a failure but a load the pipeline must carry whole: one transaction of ``rows`` inserts (one
+    INSERT ... SELECT over a recursive CTE) and one UPDATE of all of them, 2 x ``rows`` row changes committed
+    at once while the workload runs, on fresh order ids.  Effective when it committed every row and the job
+    completed two or more checkpoints between its commit and having consumed it (the transaction spans
+    checkpoints, so a failure in between restores into the middle of it)."""
+
+    name = "large-transaction"
+    verify_timeout_s = 180.0
+
+    def __init__(self, rows: int = 50_000) -> None:
+        self.rows = rows
+
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return {"checkpoints": probe.checkpoints(job_id).get("completed") or 0}
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        from harness import kafka_client
+        from harness.runner import allocate_order_ids
+
+        first = allocate_order_ids(stack, self.rows)
+        conn = stack.database.connect(autocommit=False)
+        try:
+            with conn.cursor() as cur:
+                for limit in ("cte_max_recursion_depth", "max_recursive_iterations"):   # MySQL 8 / MariaDB
+                    with contextlib.suppress(Exception):
+                        cur.execute(f"SET SESSION {limit} = {self.rows + 10}")
+                inserted = cur.execute(
+                    "INSERT INTO orders (order_id, customer_id, product, quantity, unit_price, status, event_time) "
+                    "WITH RECURSIVE seq (n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n < %s) "
+                    "SELECT %s + n, 1 + n MOD 200, CONCAT('bulk-', n), 1 + n MOD 5, 9.99, 'pending', NOW(3) FROM seq",
+                    (self.rows - 1, first))
+                updated = cur.execute("UPDATE orders SET status = 'paid', quantity = quantity + 1 "
+                                      "WHERE order_id BETWEEN %s AND %s", (first, first + self.rows - 1))
+            conn.commit()
+        finally:
+            conn.close()
+        return {"rows_inserted": inserted, "rows_updated": updated, "first_order_id": first,
+                "committed_ms": int(time.time() * 1000),
+                "topic_end_at_commit": kafka_client.end_offsets(stack.kafka.bootstrap, stack.config.kafka.topic)}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        return {}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        changes = 2 * self.rows
+        committed = obs.inject.get("rows_inserted") == self.rows and obs.inject.get("rows_updated") == self.rows
+        at_commit = sum((obs.inject.get("topic_end_at_commit") or {}).values())
+        state: dict[str, Any] = {"published_to": None}
+
+        def check() -> Verification:
+            off = probe.offsets()
+            if "error" in off or "committed" not in off:
+                return Verification(False, {"offsets": off}, "offsets unreadable")
+            end = sum(off["ends"].values())
+            if state["published_to"] is None and end - at_commit >= changes:
+                state["published_to"] = dict(off["ends"])     # Debezium has published the whole transaction
+            done = state["published_to"] is not None and all(
+                off["committed"].get(p, -1) >= e for p, e in state["published_to"].items())
+            cps = (probe.checkpoints(obs.job_id or "").get("completed") or 0) - obs.before.get("checkpoints", 0)
+            evidence = {"committed_rows": [obs.inject.get("rows_inserted"), obs.inject.get("rows_updated")],
+                        "published": state["published_to"] is not None, "consumed": done,
+                        "checkpoints_completed_meanwhile": cps}
+            if committed and done and cps >= 2:
+                return Verification(True, evidence, f"{changes} row changes in one transaction, consumed across "
+                                    f"{cps} completed checkpoints")
+            return Verification(False, evidence, "the large transaction was not seen committed, published and "
+                                "consumed across two or more checkpoints")
+
+        return poll_evidence(check, self.verify_timeout_s, interval_s=1.0)
+
+
 class BinlogPurge(ConnectKill):
     """SIGKILL Kafka Connect; while it is down the workload writes on and the binlog is rotated and purged
     behind Debezium's stored offset; then Connect starts again.  Its position is gone from the server, so

@@ -25,6 +25,7 @@ from harness.nemesis import (
     BinlogPurge,
     BrokerKill,
     ConnectKill,
+    ConnectorRestart,
     DatabaseRestart,
     Fault,
     JobManagerKill,
@@ -34,6 +35,7 @@ from harness.nemesis import (
     NetworkLatency,
     NetworkPartition,
     Pause,
+    S3RequestFault,
     Schedule,
     StorageOutage,
     TaskManagerKill,
@@ -64,6 +66,7 @@ FAULT_POOL: list[PoolEntry] = [
     _e(lambda: BrokerKill(), "kafka"),
     _e(lambda: Pause("kafka"), "kafka", duration_s=(6.0, 9.0)),
     _e(lambda: ConnectKill(), "connect", duration_s=(2.0, 4.0)),
+    _e(lambda: ConnectorRestart(), "connect", duration_s=(3.0, 6.0)),
     _e(lambda: BinlogPurge(), "connect", "database", duration_s=(3.0, 5.0)),
     _e(lambda: DatabaseRestart(), "database", duration_s=(2.0, 4.0)),
     _e(lambda: StorageOutage(), "s3"),
@@ -72,6 +75,8 @@ FAULT_POOL: list[PoolEntry] = [
     _e(lambda: NetworkLatency("s3", latency_ms=300, jitter_ms=100), "net-s3", duration_s=(4.0, 8.0)),
     _e(lambda: NetworkDrops("kafka", toxicity=0.8, timeout_ms=1000), "net-kafka", duration_s=(4.0, 8.0)),
     _e(lambda: NetworkBandwidth("s3", rate_kbps=16), "net-s3", duration_s=(4.0, 8.0)),
+    _e(lambda: S3RequestFault("slowdown", probability=0.5), "s3-gate", duration_s=(4.0, 8.0)),
+    _e(lambda: S3RequestFault("fail", ("CompleteMultipartUpload",)), "s3-gate", duration_s=(4.0, 8.0)),
 ]
 #: after a fault on a component heals, the next fault on it waits this long (its restart and recovery)
 SETTLE_S = 4.0

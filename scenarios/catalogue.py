@@ -19,13 +19,16 @@ from harness.nemesis import (
     BinlogPurge,
     BrokerKill,
     ConnectKill,
+    ConnectorRestart,
     DatabaseRestart,
     JobManagerKill,
+    LargeTransaction,
     Nemesis,
     NetworkDrops,
     NetworkLatency,
     NetworkPartition,
     Pause,
+    S3RequestFault,
     Schedule,
     StorageOutage,
     TaskManagerKill,
@@ -190,6 +193,15 @@ SCENARIOS: list[Scenario] = [
              at(lambda: BrokerKill(partition_leader=True), 0.3, 8), stack={"kafka": {"brokers": 3}}, nightly_only=True),
     Scenario("connect_kill", "SIGKILL the Kafka Connect worker; Debezium re-sends changes after restart",
              "the job's deduplication keeps re-sent changes out of the lake", at(lambda: ConnectKill(), 0.4, 3)),
+    Scenario("connector_restart", "pause the Debezium connector through Connect's REST API for 5 s, resume it, "
+             "restart it with its task", "an operator's pause, resume and restart lose and duplicate nothing",
+             at(lambda: ConnectorRestart(), 0.35, 5)),
+    Scenario("large_transaction", "one transaction of 50,000 inserts and an UPDATE of all of them (100,000 row "
+             "changes) at 30 % of the run; a TaskManager killed 3 s after its commit, while the job consumes it",
+             "a transaction spanning several checkpoints, restored into its middle, lands whole and exactly once",
+             lambda rng, d: (Schedule.fixed(LargeTransaction(), round(0.3 * d, 1), 0.5)
+                             + Schedule.fixed(TaskManagerKill(), round(0.3 * d, 1) + 3.0, 4.0)),
+             nightly_only=True),
     Scenario("binlog_purge_resnapshot", "SIGKILL Kafka Connect, purge the binlog behind its offset while it is "
              "down, restart it: Debezium (snapshot.mode when_needed) takes a new snapshot",
              "the changes written while Connect was away are covered by the new snapshot epoch (superseded, "
@@ -200,6 +212,13 @@ SCENARIOS: list[Scenario] = [
              at(lambda: DatabaseRestart(), 0.4, 3)),
     Scenario("storage_outage", "stop the S3 store for 6 s (checkpoints and uploads fail), then bring it back",
              "failed checkpoints and uploads neither lose nor duplicate", at(lambda: StorageOutage(), 0.3, 6)),
+    Scenario("s3_slow_down", "the S3 gate answers half of the job's S3 requests 503 SlowDown for 8 s",
+             "a throttling store (the SDK backs off and retries) delays but neither loses nor duplicates",
+             at(lambda: S3RequestFault("slowdown", probability=0.5), 0.3, 8)),
+    Scenario("s3_completion_failure", "the S3 gate fails every CompleteMultipartUpload (the moment a part file "
+             "becomes visible) for 8 s", "a part file whose completion failed is committed once on retry or "
+             "restore, never twice, never lost", at(lambda: S3RequestFault("fail", ("CompleteMultipartUpload",)),
+                                                    0.3, 8)),
     Scenario("pause_taskmanager", "SIGSTOP a TaskManager for 8 s (longer than the 5 s heartbeat timeout)",
              "a zombie TaskManager cannot commit twice", at(lambda: Pause("flink", "taskmanager-1"), 0.3, 8)),
     Scenario("pause_broker", "SIGSTOP the broker for 8 s", "a hung broker delays but does not corrupt",

@@ -123,6 +123,30 @@ class KafkaConnect(Component):
             time.sleep(0.5)
         raise ComponentError(f"connector not RUNNING after {timeout:.0f}s; last status: {last}\n{self.log_tails()}")
 
+    def lifecycle(self, action: str) -> None:
+        """An operator's REST call on the connector: ``pause``, ``resume`` or ``restart`` (with its tasks)."""
+        name = self.config.connect.connector_name
+        if action == "restart":
+            r = requests.post(f"{self.url}/connectors/{name}/restart?includeTasks=true&onlyFailed=false", timeout=30)
+        elif action in ("pause", "resume"):
+            r = requests.put(f"{self.url}/connectors/{name}/{action}", timeout=30)
+        else:
+            raise ValueError(f"unknown connector action {action!r}: pause, resume or restart")
+        if r.status_code not in (200, 202, 204):
+            raise ComponentError(f"connector {action} failed: HTTP {r.status_code} {r.text[:1000]}")
+
+    def wait_state(self, state: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the connector and every task report ``state``; returns that status."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.connector_status()
+            states = [status.get("connector", {}).get("state")] + [t.get("state") for t in status.get("tasks", [])]
+            if len(states) > 1 and all(s == state for s in states):
+                return status
+            time.sleep(0.3)
+        raise ComponentError(f"connector not {state} after {timeout:.0f}s; last status: {status}")
+
     def reset_offsets(self, timeout: float = 60.0) -> None:
         """Stop the connector, delete its stored source offsets, resume it: with no offsets Debezium takes a
         new snapshot (Kafka Connect's offset API, KIP-875)."""

@@ -9,6 +9,8 @@ and ``s3``.  A stack built without this component routes nothing through it.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -37,15 +39,20 @@ class NetworkProxy(Component):
 
     @classmethod
     def port_names(cls, config: StackConfig) -> list[str]:
-        return ["proxy_api", *(f"proxy_{r}" for r in kafka_routes(config)), "proxy_s3"]
+        return ["proxy_api", *(f"proxy_{r}" for r in kafka_routes(config)), "proxy_s3", "s3gate", "s3gate_control"]
+
+    @property
+    def gate_url(self) -> str:
+        """The S3 gate's control API (``harness/s3gate.py``): request-level S3 faults on the job's route."""
+        return f"http://127.0.0.1:{self.ports['s3gate_control']}"
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['proxy_api']}"
 
     def _upstream_port(self, route: str) -> int | None:
-        if route == "s3":
-            return self.ports.get("s3")
+        if route == "s3":   # through the S3 gate, which forwards to the store
+            return self.ports.get("s3gate") if self.ports.get("s3") is not None else None
         return self.ports.get(route.replace("kafka", KAFKA_UPSTREAM_PORT, 1))
 
     def routes(self) -> dict[str, dict[str, Any]]:
@@ -77,9 +84,17 @@ class NetworkProxy(Component):
     def build_processes(self) -> dict[str, ManagedProcess]:
         argv = [str(self._binary), "-host", "127.0.0.1", "-port", str(self.ports["proxy_api"]),
                 "-config", str(self._config_file)]
-        return {"server": self.new_process("server", argv, {"PATH": "/usr/bin:/bin", "LOG_LEVEL": "info"})}
+        procs = {"server": self.new_process("server", argv, {"PATH": "/usr/bin:/bin", "LOG_LEVEL": "info"})}
+        if self.ports.get("s3") is not None:
+            gate = [sys.executable, str(Path(__file__).resolve().parent.parent / "s3gate.py"),
+                    "--listen", str(self.ports["s3gate"]), "--upstream", str(self.ports["s3"]),
+                    "--control", str(self.ports["s3gate_control"]), "--log", str(self.dir / "s3gate-requests.log")]
+            procs["s3gate"] = self.new_process("s3gate", gate, {"PATH": "/usr/bin:/bin"})
+        return procs
 
     def healthy(self) -> bool:
+        if "s3gate" in self.processes and requests.get(f"{self.gate_url}/health", timeout=2).status_code != 200:
+            return False
         return requests.get(f"{self.api_url}/version", timeout=2).status_code == 200
 
     def after_healthy(self) -> None:
@@ -128,9 +143,36 @@ class NetworkProxy(Component):
         self.set_enabled(route, True)
 
     def reset(self) -> None:
-        """Every route present and enabled, no toxics (between scenarios and after a restart)."""
+        """Every route present and enabled, no toxics, no S3 gate fault (between scenarios, after a restart)."""
         self.after_healthy()
         self._call("post", "/reset")
+        if "s3gate" in self.processes:
+            self.gate_clear()
+
+    # --- the S3 gate ---------------------------------------------------------------------------------
+    def _gate(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            r = requests.request(method, f"{self.gate_url}{path}", json=body, timeout=5)
+        except requests.RequestException as exc:
+            raise ComponentError(f"S3 gate: {method.upper()} {path} failed ({exc}); `cdc-chaos logs proxy` shows "
+                                 "its log") from exc
+        if r.status_code >= 400:
+            raise ComponentError(f"S3 gate: {method.upper()} {path} answered {r.status_code}: {r.text.strip()}")
+        return r.json()
+
+    def gate_fault(self, mode: str, ops: list[str] | None = None, probability: float = 1.0,
+                   hang_ms: int = 5000) -> None:
+        """From now on answer the job's matching S3 requests with ``slowdown`` (503), ``fail`` (500) or
+        ``hang`` them; ``ops`` are S3 operation names (``CompleteMultipartUpload``, ``UploadPart``, ...)."""
+        self._gate("put", "/fault", {"mode": mode, "ops": ops or [], "probability": probability, "hang_ms": hang_ms})
+
+    def gate_clear(self) -> None:
+        self._gate("delete", "/fault")
+
+    def gate_stats(self) -> dict[str, Any]:
+        """``{"fault": ..., "ops": {op: {"requests", "injected"}}}`` since the gate started."""
+        stats: dict[str, Any] = self._gate("get", "/stats")
+        return stats
 
     def state(self) -> dict[str, Any]:
         proxies: dict[str, Any] = self._call("get", "/proxies")
