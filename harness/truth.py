@@ -348,6 +348,68 @@ class _Column:
     unsigned: bool
 
 
+# --- row image sizes: which rows event of a split statement holds which row ---------------------------------
+# One statement's rows may span several rows events (``binlog_row_event_max_size``, 8 KiB by default), and
+# Debezium names a row by (that event's position, the row's index in it).  ``mariadb-binlog`` prints all the
+# statement's event headers first and then every row, so the split is recovered from the events' lengths:
+# each row's size in the binary row image is computed from its printed values and column types, and the
+# rows fill the events in order; every event must come out exactly full, else the parse fails loudly.
+_INT_SIZES = {"TINYINT": 1, "SMALLINT": 2, "MEDIUMINT": 3, "INT": 4, "INTEGER": 4, "BIGINT": 8, "FLOAT": 4,
+              "DOUBLE": 8, "YEAR": 1, "DATE": 3}
+_CHARSET_MAXLEN = {"utf8mb4": 4, "utf8mb3": 3, "utf8": 3, "latin1": 1, "ascii": 1, "binary": 1, "cp1252": 1}
+_DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+
+
+def _raw_string_bytes(raw: str) -> int:
+    """Stored bytes of a printed string value (the text was decoded as latin-1: one char per byte)."""
+    raw = _strip_comment(raw)
+    inner = raw[raw.find("'") + 1:raw.rfind("'")]
+    if "\\x" in inner:
+        inner = _CONTROL_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), inner)
+    return len(inner.encode("latin-1", errors="replace"))
+
+
+def _value_size(type_text: str, raw: str) -> int:
+    t = type_text.upper()
+    head = re.match(r"([A-Z]+)(?:\((\d+)(?:,(\d+))?\))?", t)
+    if head is None:
+        raise ValueError(f"column type {type_text!r}")
+    name, n1, n2 = head.group(1), head.group(2), head.group(3)
+    if name in _INT_SIZES:
+        return _INT_SIZES[name]
+    if name in ("DECIMAL", "NUMERIC"):
+        precision, scale = int(n1 or 10), int(n2 or 0)
+        intg, frac = precision - scale, scale
+        return intg // 9 * 4 + _DIG2BYTES[intg % 9] + frac // 9 * 4 + _DIG2BYTES[frac % 9]
+    if name in ("DATETIME", "TIMESTAMP", "TIME"):
+        fsp = int(n1 or 0)
+        return {"DATETIME": 5, "TIMESTAMP": 4, "TIME": 3}[name] + (fsp + 1) // 2
+    if name in ("VARCHAR", "VARBINARY", "CHAR", "BINARY"):
+        m = re.search(r"\bCHARSET (\w+)", type_text)
+        maxlen = 1 if name.endswith("BINARY") else _CHARSET_MAXLEN.get(m.group(1).lower() if m else "utf8mb4", 4)
+        prefix = 1 if int(n1 or 1) * maxlen < 256 else 2
+        stored = _raw_string_bytes(raw)
+        return prefix + stored
+    raise ValueError(f"no row-image size rule for column type {type_text!r}")
+
+
+def _row_image_size(columns: list[Any], values: list[str | None]) -> int:
+    """Bytes of one row image (null bitmap + values) as a rows event stores it (binlog_row_image=FULL)."""
+    size = (len(columns) + 7) // 8
+    for col, raw in zip(columns, values, strict=True):
+        if raw is not None and raw != "NULL":
+            size += _value_size(col.type_text, raw)
+    return size
+
+
+def _rows_event_overhead(ncols: int, kind: str, checksum: bool, mysql_v2: bool) -> int:
+    """Bytes of a rows event around its rows: common header, post-header (table id, flags, and for MySQL's
+    v2 events the extra-data length), column count, column bitmap(s), CRC32."""
+    packed = 1 if ncols < 251 else 3
+    bitmaps = (ncols + 7) // 8 * (2 if kind == "u" else 1)
+    return 19 + 8 + (2 if mysql_v2 else 0) + packed + bitmaps + (4 if checksum else 0)
+
+
 class _TableMap:
     """A Table_map event: the table's name and, from its metadata, its columns in order."""
 
@@ -462,6 +524,14 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
     ev_server = 0
     ev_prefix = ""
     row_idx = -1
+    # a statement split over several rows events: [(pos, length, checksum)] and where its rows have got to
+    stmt_events: list[tuple[int, int, bool]] = []
+    stmt_rows = 0          # rows of the current statement seen so far (tables the judge reads)
+    stmt_printed = False   # any row of the current statement printed (any table)
+    fill_event = 0         # the event the next row goes into ...
+    fill_used = 0          # ... and the bytes its rows already use
+    fill_row = -1          # ... and the index of its last row
+    mysql_v2 = False       # MySQL writes v2 rows events (2 more post-header bytes); MariaDB v1
     ncols = 0
     before: list[str | None] | None = None
     after: list[str | None] | None = None
@@ -474,13 +544,54 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
         return BinlogParseError(f"binlog file {file}, position {where}: {msg} "
                                 f"(text line {lineno}: {line[:200]!r})")
 
+    def place_row(tm: _TableMap) -> tuple[int, int]:
+        """(position, index) of the current row: its rows event's, and its place in that event."""
+        nonlocal stmt_rows, fill_event, fill_used, fill_row
+        stmt_rows += 1
+        if len(stmt_events) <= 1:
+            return ev_pos, row_idx
+        assert tm.columns is not None
+        try:
+            size = sum(_row_image_size(tm.columns, img) for img in (before, after) if img is not None)
+        except ValueError as e:
+            raise fail(f"a statement split over {len(stmt_events)} rows events, and {e}: the rows cannot be "
+                       "placed in their events") from None
+        overhead = _rows_event_overhead(len(tm.columns), ev_kind, stmt_events[0][2], mysql_v2)
+        while fill_event < len(stmt_events) and fill_used + size > stmt_events[fill_event][1] - overhead:
+            if fill_used != stmt_events[fill_event][1] - overhead:
+                raise fail(f"the rows of a split statement do not fill its rows event at {stmt_events[fill_event][0]} "
+                           f"exactly ({fill_used} of {stmt_events[fill_event][1] - overhead} bytes): the row "
+                           "size model disagrees with the server", stmt_events[fill_event][0])
+            fill_event, fill_used, fill_row = fill_event + 1, 0, -1
+        if fill_event >= len(stmt_events):
+            raise fail("a split statement has more rows than its rows events hold")
+        fill_used += size
+        fill_row += 1
+        return stmt_events[fill_event][0], fill_row
+
+    def end_statement() -> None:
+        """A split statement's last event must be exactly full too."""
+        nonlocal stmt_events, stmt_rows, fill_event, fill_used, fill_row, stmt_printed
+        if len(stmt_events) > 1 and stmt_rows and ev_target is not None and ev_table is not None \
+                and ev_table.columns is not None:
+            overhead = _rows_event_overhead(len(ev_table.columns), ev_kind, stmt_events[0][2], mysql_v2)
+            if fill_event != len(stmt_events) - 1 or fill_used != stmt_events[-1][1] - overhead:
+                raise fail(f"the rows of a split statement end in event {fill_event + 1} of {len(stmt_events)} "
+                           f"with {fill_used} bytes: the row size model disagrees with the server",
+                           stmt_events[fill_event][0] if fill_event < len(stmt_events) else None)
+        stmt_events, stmt_rows, fill_event, fill_used, fill_row, stmt_printed = [], 0, 0, 0, -1, False
+
     def close_row() -> None:
         nonlocal cur, before, after
         tm, target = ev_table, ev_target
-        if cur is None or tm is None or target is None:
+        if cur is None or tm is None:
             cur = before = after = None
             return
-        base = {"seq": None, "src_file": file, "src_pos": ev_pos, "src_row": row_idx, "op": ev_kind, "gtid": None}
+        if target is None:        # a table the judge does not read: its rows' places do not matter
+            cur = before = after = None
+            return
+        src_pos, src_row = place_row(tm)
+        base = {"seq": None, "src_file": file, "src_pos": src_pos, "src_row": src_row, "op": ev_kind, "gtid": None}
         if target == "orders":
             base["server_id"] = ev_server
         base["ts_ms"] = ev_ts
@@ -507,7 +618,7 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
                            "segment": None}
                 group.append((target, {**base, "op": op, **img}))
         except (ValueError, InvalidOperation, IndexError) as e:
-            raise BinlogParseError(f"cannot read row {row_idx} of the rows event at {file}:{ev_pos} "
+            raise BinlogParseError(f"cannot read row {src_row} of the rows event at {file}:{src_pos} "
                                    f"({tm.qualified}): {e}") from e
         cur = before = after = None
 
@@ -571,6 +682,7 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
                                                                          "### DELETE FROM ")):
                     raise fail(f"a row that does not belong to the rows event's table {ev_table.qualified}")
                 row_idx += 1
+                stmt_printed = True
                 if ev_kind == "c":
                     after, before = [None] * ncols, None
                     cur = after
@@ -581,6 +693,8 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
         if line.startswith("# at "):
             if cur is not None:
                 close_row()
+            if stmt_printed:       # the previous statement's rows are all out: its events are done
+                end_statement()
             ev_table = ev_target = None
             filling = None
             try:
@@ -622,6 +736,7 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
                 ev_table, ev_target, ncols = tm, target, len(tm.columns)
                 ev_kind = "c" if desc[0] == "W" else "u" if desc[0] == "U" else "d"
                 ev_pos, ev_server = pos, int(toks[4])
+                stmt_events.append((pos, end_pos - pos, "CRC32" in toks))
                 ev_ts = _header_ts_ms(toks[0], toks[1])
                 ev_prefix = " " + tm.qualified
                 row_idx = -1
@@ -641,6 +756,8 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
                     drop_group()
                 mariadb = desc.startswith("GTID ")
                 gtid = desc.split()[1] if mariadb else None
+            elif desc.startswith("Start: binlog"):
+                mysql_v2 = "MariaDB" not in desc    # MySQL 8 writes v2 rows events
             elif desc.startswith("Rotate to "):
                 rotated = desc[10:].split()[0]
                 file, expected = rotated, None

@@ -103,6 +103,35 @@ def test_multi_row_insert_is_one_event_with_rows_0_1_2(database: Database, conn:
     assert events[(first["src_file"], first["src_pos"])].startswith("Write_rows")
 
 
+def test_a_statement_split_over_many_rows_events_names_each_row_by_its_own_event(database: Database,
+                                                                                  conn: Any) -> None:
+    """One INSERT, UPDATE and DELETE of 700 rows each: the server splits each statement over several rows
+    events (binlog_row_event_max_size, 8 KiB), Debezium names a row by its own event's position and its index
+    in that event, and so must the truth (the parser fills the events by row-image sizes, exactly)."""
+    start = start_of(database)
+    values = [order_values(50_000 + i, "w" * (i % 40) + ("é" if i % 7 == 0 else ""), quantity=i) for i in range(700)]
+    insert_orders(conn, *values)
+    sql(conn, "UPDATE orders SET status = CONCAT('s', order_id % 13), version = version + 1 "
+              "WHERE order_id BETWEEN 50000 AND 50699",
+        "DELETE FROM orders WHERE order_id BETWEEN 50000 AND 50699")
+    changes = [r for r in collect(database, start).changes.to_pylist() if 50_000 <= r["order_id"] < 50_700]
+    events = rows_events(conn)
+    for op, kind in (("c", "Write_rows"), ("u", "Update_rows"), ("d", "Delete_rows")):
+        rows = [r for r in changes if r["op"] == op]
+        assert [r["order_id"] for r in rows] == list(range(50_000, 50_700)), op
+        positions = sorted({r["src_pos"] for r in rows})
+        assert len(positions) > 3, f"{op}: expected the statement split over several events, got {positions}"
+        for pos in positions:
+            assert events[(rows[0]["src_file"], pos)].startswith(kind)
+            in_event = [r["src_row"] for r in rows if r["src_pos"] == pos]
+            assert in_event == list(range(len(in_event))), (op, pos)
+        # the statement's events are consecutive in the server's own list
+        listed = sorted(p for (f, p), k in events.items() if f == rows[0]["src_file"] and k.startswith(kind)
+                        and positions[0] <= p <= positions[-1])
+        assert listed == positions, op
+    assert [r["product"] for r in changes if r["op"] == "c"][7] == "w" * 7 + "é"
+
+
 def test_multi_row_update_statement(database: Database, conn: Any) -> None:
     insert_orders(conn, order_values(201), order_values(202))
     start = start_of(database)
