@@ -251,12 +251,30 @@ def cmd_replay(config: StackConfig, args: argparse.Namespace) -> int:
     return 0 if same == len(found) else 1
 
 
+def cmd_explore(config: StackConfig, args: argparse.Namespace) -> int:
+    """Random schedules back to back on one stack until the budget is spent; every failing run is kept and
+    shrunk (its smallest schedule beside it).  Exit 1 when any run failed."""
+    import random
+
+    from harness.search import explore
+    from harness.stack import Stack
+
+    base_seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
+    print(f"explore: base seed {base_seed} (replay the same draws with --seed {base_seed})", file=sys.stderr)
+    with Stack.up(config, label="explore") as stack:
+        found = explore(stack, random.Random(base_seed), budget_min=args.budget, faults=args.faults,
+                        duration_s=args.duration, rate=args.rate, variant=args.variant, shrink_runs=args.shrink_runs)
+    for f in found:
+        print(f"FAILED seed {f['seed']}: {f['found']} -> shrunk to {f['shrunk']} ({f['report']})")
+    print(f"explore: {len(found)} failing run(s)")
+    return 1 if found else 0
+
+
 def cmd_shrink(config: StackConfig, args: argparse.Namespace) -> int:
     """Remove faults and shorten windows while the failing run's anomaly class still appears; print and save
     the smallest failing schedule (``shrunk-schedule.json`` in the report directory)."""
-    from harness.search import load_schedule, scenario_from, shrink
+    from harness.search import load_schedule, scenario_from, shrink_report
     from harness.stack import Stack
-    from scenarios.catalogue import run_scenario
 
     report_dir = Path(args.report_dir)
     try:
@@ -264,32 +282,17 @@ def cmd_shrink(config: StackConfig, args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"shrink: {exc}", file=sys.stderr)
         return 2
-    base = scenario_from(doc)
-    with Stack.up(base.stack_config(config), label=f"shrink-{base.name}") as stack:
-        counter = iter(range(1, 10_000))
-
-        def run_faults(faults: list[dict[str, Any]]) -> tuple[set[str], str]:
-            stack.heal()
-            outcome = run_scenario(scenario_from(doc, faults), stack, int(doc["seed"]),
-                                   duration_s=float(doc["duration_s"]), rate=float(doc["rate"]),
-                                   replay=f"cdc-chaos shrink {report_dir}", index=next(counter),
-                                   reports_root=report_dir / "shrink")
-            return outcome.result.found(), str(outcome.report["html"].parent)
-
+    with Stack.up(scenario_from(doc).stack_config(config), label=f"shrink-{doc['scenario']}") as stack:
         try:
-            faults, attempts, target = shrink(doc, run_faults, max_runs=args.max_runs)
+            out, attempts, kept = shrink_report(stack, report_dir, args.max_runs)
         except ValueError as exc:
             print(f"shrink: {exc}", file=sys.stderr)
             return 2
-    out = report_dir / "shrunk-schedule.json"
-    out.write_text(json.dumps({**doc, "faults": faults, "shrunk_from": len(doc["faults"]), "runs": len(attempts),
-                               "kept": sorted(target), "attempts": [a.__dict__ for a in attempts]}, indent=2,
-                              default=str))
-    print(f"shrunk {len(doc['faults'])} fault(s) to {len(faults)} in {len(attempts)} run(s), keeping "
-          f"{sorted(target)}:")
-    for f in faults:
+    print(f"shrunk {len(doc['faults'])} fault(s) to {len(out['faults'])} in {len(attempts)} run(s), keeping "
+          f"{sorted(kept)}:")
+    for f in out["faults"]:
         print(f"  {f['nemesis']} at {f['at_s']} s for {f['duration_s']} s")
-    print(f"saved: {out}")
+    print(f"saved: {report_dir / 'shrunk-schedule.json'}")
     return 0
 
 
@@ -497,6 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     shr = sub.add_parser("shrink", help="the smallest schedule that still shows a failing run's anomaly class")
     shr.add_argument("report_dir")
     shr.add_argument("--max-runs", type=int, default=20)
+    exp = sub.add_parser("explore", help="random schedules back to back within a budget; failing ones shrunk")
+    exp.add_argument("--budget", type=float, default=30.0, metavar="MINUTES")
+    exp.add_argument("--faults", type=int, default=5)
+    exp.add_argument("--duration", type=float, default=60.0, help="workload seconds per run")
+    exp.add_argument("--rate", type=float, default=100.0)
+    exp.add_argument("--variant", default="correct", help="the job variant to search (known-bad ones get found)")
+    exp.add_argument("--shrink-runs", type=int, default=12, help="runs each failing schedule may spend shrinking")
+    exp.add_argument("--seed", type=int, default=None)
     night = sub.add_parser("nightly", help="run the catalogue on fresh seeds into the results store and its site")
     night.add_argument("--scenarios", help="comma-separated scenario names (default: the profile's catalogue)")
     night.add_argument("--profile", choices=list(PROFILES), default="nightly")
@@ -546,6 +557,7 @@ COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status,
     "logs": cmd_logs, "demo": cmd_demo, "run": cmd_run, "job": cmd_job, "load": cmd_load, "check": cmd_check,
     "nightly": cmd_nightly, "report": cmd_report, "replay": cmd_replay, "shrink": cmd_shrink,
+    "explore": cmd_explore,
 }
 
 
@@ -556,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.backend = backend_name(args.backend)
-        if args.command in ("demo", "run", "nightly", "replay", "shrink"):
+        if args.command in ("demo", "run", "nightly", "replay", "shrink", "explore"):
             refuse_for_chaos(args.backend)
     except BackendError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)

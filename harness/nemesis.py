@@ -422,6 +422,11 @@ class Nemesis(abc.ABC):
         obj._init_args = (list(args), dict(kwargs))
         return obj
 
+    def window(self, found: Verification) -> str | None:
+        """The narrow state this fault was aimed at, when its evidence shows it hit it (e.g. "checkpoint in
+        flight"); reports count, per window, how many runs reached it (a window never reached was never tested)."""
+        return None
+
     def spec(self) -> dict[str, Any]:
         """This fault as data: its class and constructor arguments (:func:`nemesis_from_spec` rebuilds it)."""
         args, kwargs = getattr(self, "_init_args", ([], {}))
@@ -646,6 +651,9 @@ class TaskManagerKill(ProcessKill):
         if during_checkpoint:
             self.name = "taskmanager-kill-in-checkpoint"
 
+    def window(self, found: Verification) -> str | None:
+        return "checkpoint in flight (barriers out, not completed)" if self.during_checkpoint else None
+
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
         self._job_id = job_id
         self._placement = probe.placement(job_id)
@@ -824,6 +832,10 @@ class ConnectKill(ProcessKill):
     #: how long the restarted connector may take to publish its first record before the re-sends are judged
     start_timeout_s = 120.0
 
+    def window(self, found: Verification) -> str | None:
+        resent = (found.evidence.get("resent") or {}).get("resent", 0)
+        return "Connect died with unflushed source offsets (Debezium re-sent)" if resent else None
+
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
         out = super().heal(stack, recovery)
         stack.connect.wait_connector_running()
@@ -936,6 +948,11 @@ class S3RequestFault(Nemesis):
         self.mode, self.ops, self.probability, self.hang_ms = mode, tuple(ops), probability, hang_ms
         self.name = f"s3-{mode}" + (f"-{'-'.join(o[:8].lower() for o in ops)}" if ops else "")
 
+    def window(self, found: Verification) -> str | None:
+        hit = found.evidence.get("injected") or {}
+        return "S3 multipart completion (a part file becoming visible)" if hit.get("CompleteMultipartUpload") \
+            else None
+
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
         return {"gate": stack.proxy.gate_stats()["ops"]}
 
@@ -975,6 +992,9 @@ class LargeTransaction(Nemesis):
 
     def __init__(self, rows: int = 50_000) -> None:
         self.rows = rows
+
+    def window(self, found: Verification) -> str | None:
+        return "one transaction spanning checkpoints"
 
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
         return {"checkpoints": probe.checkpoints(job_id).get("completed") or 0}
@@ -1483,6 +1503,12 @@ class NemesisRunner:
             result = found
         detail = {"fault": index, "job": obs.job_id, "injected_ms": obs.inject_ms, "healed_ms": obs.heal_ms,
                   **result.to_dict()}
+        try:
+            hit = nemesis.window(result) if result.effective else None
+        except Exception:  # noqa: BLE001 - a window is a label, never a reason to lose the verification
+            hit = None
+        if hit:
+            detail["window"] = hit
         with self._lock:
             self.verifications.append({"nemesis": nemesis.name, **detail})
         self._record(nemesis, "verify", detail)

@@ -177,7 +177,7 @@ def _record(store: RunStore, sid: str, sha: str, versions: dict[str, Any], opts:
                 "freshness": stats.freshness},
         report_dir=str(report), logs=[str(p) for p in sorted(report.rglob("*.log"))] +
         ([str(report / "component-logs.txt")] if (report / "component-logs.txt").exists() else []),
-        started_ms=r.t0_wall_ms)
+        started_ms=r.t0_wall_ms, windows=r.windows())
 
 
 def prune(store: RunStore, keep_nights: int) -> int:

@@ -102,6 +102,7 @@ def render_html(result: dict[str, Any], directory: Path | None = None, nav: str 
 <p>expected: <b>{html.escape(expectation)}</b> · seed <b>{result.get('seed')}</b> · {html.escape(fresh_txt)} ·
 workload {stats.get('workload_s')} s, run {stats.get('wall_s')} s</p>
 <p>replay: <code id="replay">{html.escape(result.get('replay', ''))}</code></p>
+<p id="windows">windows reached: {html.escape(', '.join(result.get('windows') or []) or 'none')}</p>
 <p class="muted">{html.escape(result.get('summary', '').splitlines()[0] if result.get('summary') else '')}</p>
 <h2>Over time, faults shaded</h2><div class="fig" id="run-figure">{plots.run_figure(result)}</div>
 <h2>Operation timeline</h2><div class="fig" id="ops-figure">{plots.ops_figure(result)}</div>

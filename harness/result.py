@@ -81,6 +81,10 @@ class RunResult:
     def phases(self, phase: str) -> list[FaultEvent]:
         return [e for e in self.timeline if e.phase == phase]
 
+    def windows(self) -> list[str]:
+        """The narrow states this run's faults were shown to hit (``Nemesis.window``)."""
+        return sorted({str(e.get("window")) for e in self.phases("verify") if e.get("window")})
+
     def failed_injections(self) -> list[FaultEvent]:
         """Faults whose inject failed."""
         return [e for e in self.phases("error") if e.get("failed_phase") == "inject"]
@@ -89,4 +93,5 @@ class RunResult:
         return {"name": self.name, "seed": self.seed, "replay": self.replay, "verdict": self.verdict.to_dict(),
                 "summary": self.summary, "timeline": [e.to_dict() for e in self.timeline],
                 "schedule": self.schedule, "stats": dataclasses.asdict(self.stats),
-                "throughput": self.throughput, "t0_wall_ms": self.t0_wall_ms, "ops": self.ops}
+                "throughput": self.throughput, "t0_wall_ms": self.t0_wall_ms, "ops": self.ops,
+                "windows": self.windows()}

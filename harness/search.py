@@ -188,3 +188,61 @@ def shrink(doc: dict[str, Any], run_faults: Callable[[list[dict[str, Any]]], tup
                 break
             faults = candidate
     return faults, attempts, target
+
+
+def explore(stack: Any, rng: random.Random, *, budget_min: float, faults: int, duration_s: float, rate: float,
+            variant: str = "correct", shrink_runs: int = 12, reports_root: Path | None = None) -> list[dict[str, Any]]:
+    """Random schedules on ``stack`` until ``budget_min`` is spent (no run starts after it); each failing
+    run is shrunk within ``shrink_runs`` runs and saved beside its report (``shrunk-schedule.json``)."""
+    import time
+
+    from scenarios.catalogue import run_scenario
+
+    started = time.monotonic()
+    failing: list[dict[str, Any]] = []
+    index = 0
+    while time.monotonic() - started < budget_min * 60:
+        seed = rng.randrange(1, 2**31)
+        scenario = random_scenario(faults, variant)
+        stack.heal()
+        outcome = run_scenario(scenario, stack, seed, duration_s=duration_s, rate=rate, index=index,
+                               replay=f"cdc-chaos run random --seed {seed} --duration {duration_s:g} --rate {rate:g} "
+                                      f"--faults {faults} --variant {variant}", reports_root=reports_root)
+        index += 1
+        _LOG.info("explore run %d seed %s: %s", index, seed, "passed" if outcome.ok else f"FAILED {outcome.why}")
+        if outcome.ok:
+            continue
+        report = outcome.report["html"].parent
+        if not target_classes(set(outcome.result.found())):
+            failing.append({"seed": seed, "found": [], "shrunk": None, "report": str(report)})
+            continue
+        shrunk, _attempts, _kept = shrink_report(stack, report, shrink_runs, first_index=index)
+        index += len(_attempts)
+        failing.append({"seed": seed, "found": sorted(outcome.result.found()),
+                        "shrunk": [f["nemesis"] for f in shrunk["faults"]], "report": str(report)})
+    return failing
+
+
+def shrink_report(stack: Any, report: Path, max_runs: int, first_index: int = 1) -> tuple[dict[str, Any],
+                                                                                      list[Attempt], set[str]]:
+    """Shrink the run in ``report`` on ``stack`` (healed before each try); the result, with every attempt,
+    is saved as ``shrunk-schedule.json`` beside it."""
+    import itertools
+
+    from scenarios.catalogue import run_scenario
+
+    doc = load_schedule(report)
+    counter = itertools.count(first_index)
+
+    def run_faults(faults: list[dict[str, Any]]) -> tuple[set[str], str]:
+        stack.heal()
+        outcome = run_scenario(scenario_from(doc, faults), stack, int(doc["seed"]), duration_s=float(doc["duration_s"]),
+                               rate=float(doc["rate"]), replay=f"cdc-chaos shrink {report}", index=next(counter),
+                               reports_root=report / "shrink")
+        return outcome.result.found(), str(outcome.report["html"].parent)
+
+    smallest, attempts, kept = shrink(doc, run_faults, max_runs=max_runs)
+    out = {**doc, "faults": smallest, "shrunk_from": len(doc["faults"]), "runs": len(attempts), "kept": sorted(kept),
+           "attempts": [a.__dict__ for a in attempts]}
+    (report / "shrunk-schedule.json").write_text(json.dumps(out, indent=2, default=str))
+    return out, attempts, kept

@@ -88,10 +88,17 @@ def render_index(store: RunStore) -> str:
     legend = ("<p><span class='run pass'>✓</span> passed (verdict as expected) <span class='run fail'>✗</span> "
               "failed <span class='run safety'>✗</span> safety failure (a lake anomaly in a scenario expected "
               "CLEAN: never counted as flaky)</p>")
-    body = (f"{_nav()}<h1>cdc-chaos nightly</h1><p>{len(store.runs())} runs in {len(sessions)} sessions; store "
+    windows = store.windows()
+    total = len(store.runs())
+    win_rows = "".join(f"<tr class='window'><td>{html.escape(w)}</td><td>{n} of {total}</td></tr>"
+                       for w, n in windows.items())
+    win_table = (f"<h2>Windows reached</h2><p>Narrow states faults were aimed at, and in how many runs the evidence "
+                 f"shows one was hit.</p><table id='windows'><tr><th>window</th><th>runs</th></tr>{win_rows}</table>"
+                 if windows else "<h2>Windows reached</h2><p id='windows'>none yet</p>")
+    body = (f"{_nav()}<h1>cdc-chaos nightly</h1><p>{total} runs in {len(sessions)} sessions; store "
             f"<code>{html.escape(str(store.path))}</code></p>{legend}"
             f"<table class='grid'><tr><th>scenario</th>{head}<th>passed</th><th>flake rate</th>"
-            f"<th>first failing</th><th>latest</th></tr>{''.join(rows)}</table>")
+            f"<th>first failing</th><th>latest</th></tr>{''.join(rows)}</table>{win_table}")
     return _page("cdc-chaos nightly", body, CELL_STYLE)
 
 

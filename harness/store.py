@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS runs (
   verdict TEXT, expected TEXT, passed INTEGER, why TEXT, safety INTEGER,
   anomalies TEXT, timeline TEXT, evidence TEXT, recovery TEXT,
   freshness_p50_ms INTEGER, freshness_p99_ms INTEGER, throughput REAL, wall_s REAL,
-  series TEXT, report_dir TEXT, logs TEXT, logs_pruned INTEGER DEFAULT 0);
+  series TEXT, report_dir TEXT, logs TEXT, logs_pruned INTEGER DEFAULT 0, windows TEXT DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS runs_by_scenario ON runs(scenario, session);
 """
 
@@ -146,21 +146,21 @@ class RunStore:
                 anomalies: dict[str, Any], timeline: list[dict[str, Any]], recovery: list[dict[str, Any]],
                 freshness_p50_ms: int | None, freshness_p99_ms: int | None, throughput: float | None,
                 wall_s: float | None, series: dict[str, Any], report_dir: str, logs: list[str],
-                started_ms: int | None = None) -> int:
+                started_ms: int | None = None, windows: list[str] | None = None) -> int:
         counts = {k: int(v.get("count", 0)) for k, v in anomalies.items()}
         evidence = [e for e in timeline if e.get("phase") == "verify"]
         with self._db() as db:
             cur = db.execute(
                 "INSERT INTO runs (session, started_ms, scenario, profile, seed, replay, commit_sha, versions, "
                 "verdict, expected, passed, why, safety, anomalies, timeline, evidence, recovery, "
-                "freshness_p50_ms, freshness_p99_ms, throughput, wall_s, series, report_dir, logs) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "freshness_p50_ms, freshness_p99_ms, throughput, wall_s, series, report_dir, logs, windows) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (session, started_ms or int(time.time() * 1000), scenario, profile, seed, replay, commit_sha,
                  json.dumps(versions), verdict, json.dumps(sorted(expected)), int(passed), why,
                  int(safety_failure(expected, counts)), json.dumps(anomalies, default=str),
                  json.dumps(timeline, default=str), json.dumps(evidence, default=str), json.dumps(recovery),
                  freshness_p50_ms, freshness_p99_ms, throughput, wall_s, json.dumps(series, default=str),
-                 report_dir, json.dumps(logs)))
+                 report_dir, json.dumps(logs), json.dumps(sorted(windows or []))))
             return int(cur.lastrowid or 0)
 
     def mark_logs_pruned(self, run_ids: list[int]) -> None:
@@ -195,6 +195,15 @@ class RunStore:
         with self._db() as db:
             row = db.execute("SELECT series FROM runs WHERE id = ?", (run_id,)).fetchone()
         return json.loads(row["series"]) if row else {}
+
+    def windows(self) -> dict[str, int]:
+        """Per aimed-at window, how many runs were shown to reach it (a window never reached was never tested)."""
+        out: dict[str, int] = {}
+        with self._db() as db:
+            for (raw,) in db.execute("SELECT windows FROM runs"):
+                for w in json.loads(raw or "[]"):
+                    out[w] = out.get(w, 0) + 1
+        return dict(sorted(out.items()))
 
     def scenarios(self) -> list[str]:
         with self._db() as db:

@@ -164,7 +164,7 @@ def write_schedule(directory: Path, scenario: Scenario, result: RunResult, durat
            "job_variant": scenario.job_variant, "expect": sorted(scenario.expect), "stack": scenario.stack,
            "workload": scenario.workload, "seed": result.seed, "duration_s": duration_s, "rate": rate,
            "anchor_ms": wl.get("anchor_ms"), "first_order_id": wl.get("first_order_id"), "faults": faults,
-           "found": sorted(result.found())}
+           "found": sorted(result.found()), "windows": result.windows()}
     path = directory / "schedule.json"
     path.write_text(json.dumps(doc, indent=2, default=str))
     return path

@@ -16,6 +16,7 @@ from harness.store import RunStore
 from scenarios.catalogue import BY_NAME, ScenarioOutcome
 
 T0 = 1_800_000_000_000
+WINDOW = "checkpoint in flight (barriers out, not completed)"
 
 
 def result(name: str, seed: int, found: dict[str, int] | None = None, *, recovery_s: float = 2.0,
@@ -27,7 +28,8 @@ def result(name: str, seed: int, found: dict[str, int] | None = None, *, recover
     timeline = [] if fault is None else [
         FaultEvent(fault, "inject", T0 + 6_000, {"pids": {"taskmanager-1": 4242}}),
         FaultEvent(fault, "heal", T0 + 14_000, {"heal_started_ms": T0 + 10_000, "restarted": ["taskmanager-1"]}),
-        FaultEvent(fault, "verify", T0 + 12_000, {"effective": True, "why": "the job failed over"})]
+        FaultEvent(fault, "verify", T0 + 12_000, {"effective": True, "why": "the job failed over",
+                                                  **({"window": WINDOW} if name == "taskmanager_kill" else {})})]
     stats = RunStats(
         wall_s=60.0, workload_s=20.0, workload={"committed_changes": {"insert": 20 * rate}}, quiescence={},
         recovery=[RecoveryFigure(fault, 10.0, 40, recovery_s, recovery_s + 5)] if fault else [],

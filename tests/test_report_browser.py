@@ -84,6 +84,8 @@ def test_index_grid_marks_and_links(browser: Any, site: RunStore) -> None:
     assert "NEW" in baseline.text and "flaky" not in baseline.text
     tm = browser.find_element(By.CSS_SELECTOR, "tr.scenario[data-scenario='taskmanager_kill']")
     assert "flaky" in tm.text
+    windows = browser.find_element(By.ID, "windows").text
+    assert "checkpoint in flight" in windows and "8 of 16" in windows
     # a person clicks a run mark and lands on that run's page, still offline
     safety[0].click()
     _assert_offline_and_quiet(browser)

@@ -65,6 +65,12 @@ def test_trends_flag_a_night_outside_the_band_of_earlier_nights(nights: RunStore
     assert not any(p["flagged"] for p in store.trends()["throughput"])
 
 
+def test_windows_reached_are_counted_per_run(nights: RunStore) -> None:
+    from synthetic_runs import WINDOW
+
+    assert nights.windows() == {WINDOW: len(nights.runs(scenario="taskmanager_kill"))}
+
+
 def test_noise_band_is_robust_to_one_outlier() -> None:
     lo, hi = noise_band([10.0, 10.5, 9.5, 10.2, 40.0])
     assert lo < 10 < hi < 15
