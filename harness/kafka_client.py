@@ -80,6 +80,22 @@ def end_offsets(bootstrap: str, topic: str, timeout: float = 10) -> dict[int, in
         c.close()
 
 
+def offsets_at(bootstrap: str, topic: str, when_ms: int, timeout: float = 10) -> dict[int, int]:
+    """Per partition, the first offset whose (broker) timestamp is at or after ``when_ms``; the log end when
+    none is (Kafka's offsetsForTimes)."""
+    c = _consumer(bootstrap)
+    try:
+        parts = c.list_topics(topic, timeout=timeout).topics[topic].partitions
+        found = c.offsets_for_times([TopicPartition(topic, p, when_ms) for p in parts], timeout=timeout)
+        out = {}
+        for tp in found:
+            out[tp.partition] = tp.offset if tp.offset >= 0 else \
+                c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout)[1]
+        return out
+    finally:
+        c.close()
+
+
 def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 10) -> dict[int, int]:
     """Offsets a consumer group (e.g. the Flink job, which commits on checkpoint) has committed; -1 if none."""
     c = _consumer(bootstrap, group)

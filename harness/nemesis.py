@@ -847,10 +847,16 @@ class ConnectKill(ProcessKill):
     def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
         from harness import kafka_client
 
+        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
         first_new = obs.before.get("offsets", {}).get("ends")
         if not first_new:
-            return Verification(False, {"offsets": obs.before.get("offsets")}, "the topic end at the kill is unknown")
-        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+            # the brokers did not answer just before the kill (another fault on them): the topic's own append
+            # times say which records came after it (the topic uses LogAppendTime)
+            try:
+                first_new = kafka_client.offsets_at(bootstrap, topic, obs.inject_ms)
+            except Exception as exc:  # noqa: BLE001 - no reading at all: say so
+                return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
+                                    "the topic end at the kill is unknown")
         start = {p: max(0, e - self.lookback) for p, e in first_new.items()}
         old_pid = (obs.inject.get("pids") or {}).get("worker")
 
@@ -1123,10 +1129,16 @@ class BinlogPurge(ConnectKill):
         from harness import kafka_client
         from harness.topic import envelope
 
+        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
         first_new = obs.before.get("offsets", {}).get("ends")
         if not first_new:
-            return Verification(False, {"offsets": obs.before.get("offsets")}, "the topic end at the kill is unknown")
-        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+            # the brokers did not answer just before the kill (another fault on them): the topic's own append
+            # times say which records came after it (the topic uses LogAppendTime)
+            try:
+                first_new = kafka_client.offsets_at(bootstrap, topic, obs.inject_ms)
+            except Exception as exc:  # noqa: BLE001 - no reading at all: say so
+                return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
+                                    "the topic end at the kill is unknown")
 
         def check() -> Verification:
             ends = kafka_client.end_offsets(bootstrap, topic, timeout=5)
@@ -1411,7 +1423,7 @@ class NemesisRunner:
                 return
             self._started = index + 1
             obs = self._observe(fault.nemesis)
-            self._do(fault.nemesis, "inject", obs)
+            self._do(fault.nemesis, "inject", obs, index)
             self._active.append((index, fault.nemesis, obs))
             if self._wait_until(t0 + fault.at_s + fault.duration_s):
                 return
@@ -1425,7 +1437,7 @@ class NemesisRunner:
         with self._lock:
             self._begun.add(index)
         obs = self._observe(fault.nemesis)
-        self._do(fault.nemesis, "inject", obs)
+        self._do(fault.nemesis, "inject", obs, index)
         with self._lock:
             self._active.append((index, fault.nemesis, obs))
         if self._wait_until(t0 + fault.at_s + fault.duration_s):
@@ -1454,13 +1466,15 @@ class NemesisRunner:
             obs.before = {"observe_error": str(exc)[:500]}
         return obs
 
-    def _do(self, nemesis: Nemesis, phase: str, obs: Observation | None = None) -> bool:
+    def _do(self, nemesis: Nemesis, phase: str, obs: Observation | None = None, index: int | None = None) -> bool:
         try:
             if phase == "inject":
                 assert obs is not None
                 obs.inject_ms = int(time.time() * 1000)
                 detail = nemesis.inject(self.stack, self.rng)
                 obs.inject = detail
+                if index is not None:      # overlapping faults record out of schedule order
+                    detail = {"fault": index, **detail}
             else:
                 started_ms = int(time.time() * 1000)
                 # the event is recorded once the heal is done; when it began draws the fault's window

@@ -152,10 +152,10 @@ def write_schedule(directory: Path, scenario: Scenario, result: RunResult, durat
     """``schedule.json`` beside the verdict: what ``cdc-chaos replay`` needs to run this again -- the
     scenario, job variant, workload seed, anchor time and first order id, and every fault with its time,
     duration, constructor (``spec``) and the target it chose at injection, named by role."""
-    injects = [e for e in result.timeline if e.phase == "inject"]
+    injects = {e.get("fault"): e.detail for e in result.timeline if e.phase == "inject"}
     faults = []
     for i, fault in enumerate(result.schedule):
-        ev = injects[i].detail if i < len(injects) else {}
+        ev = injects.get(i, {})
         target = {k: ev[k] for k in ("target", "chosen", "killed", "paused", "route", "partition", "disabled")
                   if k in ev}
         faults.append({**fault, "drawn": target})

@@ -84,3 +84,17 @@ def test_run_log_keeps_what_a_run_logs(tmp_path: Path) -> None:
     log.get("stack").info("after the run: not in its log")
     text = (tmp_path / "run.log").read_text()
     assert "taskmanager-kill inject" in text and "a detail" in text and "after the run" not in text
+
+
+def test_schedule_json_names_each_faults_target_by_its_index(tmp_path: Path) -> None:
+    """Overlapping faults record their injects out of schedule order; each keeps what it drew."""
+    from harness.nemesis import BrokerKill, NetworkPartition, Schedule
+    from scenarios.catalogue import write_schedule
+
+    schedule = Schedule.fixed(BrokerKill(), 1.0, 3.0) + Schedule.fixed(NetworkPartition("kafka"), 1.2, 3.0)
+    result = _result(timeline=[FaultEvent("network-partition-kafka", "inject", 1_300, {"fault": 1, "route": "kafka"}),
+                               FaultEvent("broker-kill", "inject", 1_400, {"fault": 0, "killed": ["broker"]})])
+    result.schedule = schedule.describe()
+    doc = json.loads(write_schedule(tmp_path, BY_NAME["baseline"], result, 20, 100).read_text())
+    assert [f["drawn"] for f in doc["faults"]] == [{"killed": ["broker"]}, {"route": "kafka"}]
+    assert doc["seed"] == 7 and doc["faults"][0]["spec"] == {"kind": "BrokerKill", "args": [], "kwargs": {}}
