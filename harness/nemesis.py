@@ -986,6 +986,60 @@ class S3RequestFault(Nemesis):
                             "so none was answered with it")
 
 
+class SchemaChange(Nemesis):
+    """DDL mid-stream: ``ALTER TABLE orders ADD COLUMN <column> ... AFTER status`` while the workload writes
+    (the columns after it shift in the binlog's row images); the heal drops it again.  The lake keeps its
+    schema (the job reads the fields it knows by name and ignores the new one), and the truth maps binlog
+    columns by name, so every change before, during and after lands with the right values in the right
+    columns.  Effective when change events carrying the new column reached the topic and the job consumed
+    past the first of them."""
+
+    name = "schema-change"
+
+    def __init__(self, column: str = "chaos_note") -> None:
+        self.column = column
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        from harness import kafka_client
+
+        ends = kafka_client.end_offsets(stack.kafka.bootstrap, stack.config.kafka.topic, timeout=10)
+        with stack.database.root_connection() as conn, conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE orders ADD COLUMN `{self.column}` VARCHAR(32) NULL DEFAULT 'added by ddl' "
+                        "AFTER status")
+        return {"ddl": f"ADD COLUMN {self.column} AFTER status", "topic_end_at_ddl": ends}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        with stack.database.root_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = %s AND "
+                        "table_name = 'orders' AND column_name = %s", (stack.config.database.database, self.column))
+            row = cur.fetchone()
+            if row and row[0]:
+                cur.execute(f"ALTER TABLE orders DROP COLUMN `{self.column}`")
+        return {"ddl": f"DROP COLUMN {self.column}"}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        from harness import kafka_client
+
+        start = obs.inject.get("topic_end_at_ddl") or {}
+        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+
+        def check() -> Verification:
+            off = probe.offsets()
+            if "error" in off or "committed" not in off:
+                return Verification(False, {"offsets": off}, "offsets unreadable")
+            records = kafka_client.read_range(bootstrap, topic, start, off["ends"], timeout=30)
+            carrying = [r for r in records if r.value and f'"{self.column}"'.encode() in r.value]
+            first = min(((r.partition, r.offset) for r in carrying), default=None, key=lambda x: x[1])
+            consumed = first is not None and off["committed"].get(first[0], -1) > first[1]
+            evidence = {"events_with_new_column": len(carrying), "first": first, "consumed_past_it": consumed}
+            if consumed:
+                return Verification(True, evidence, f"{len(carrying)} change event(s) carried the added column "
+                                    "and the job consumed past them")
+            return Verification(False, evidence, "no change event with the added column was seen consumed")
+
+        return poll_evidence(check, self.verify_timeout_s, interval_s=1.0)
+
+
 class LargeTransaction(Nemesis):
     """Not a failure but a load the pipeline must carry whole: one transaction of ``rows`` inserts (one
     INSERT ... SELECT over a recursive CTE) and one UPDATE of all of them, 2 x ``rows`` row changes committed

@@ -30,6 +30,7 @@ from harness.nemesis import (
     Pause,
     S3RequestFault,
     Schedule,
+    SchemaChange,
     StorageOutage,
     TaskManagerKill,
 )
@@ -196,6 +197,11 @@ SCENARIOS: list[Scenario] = [
     Scenario("connector_restart", "pause the Debezium connector through Connect's REST API for 5 s, resume it, "
              "restart it with its task", "an operator's pause, resume and restart lose and duplicate nothing",
              at(lambda: ConnectorRestart(), 0.35, 5)),
+    Scenario("ddl_add_column", "ALTER TABLE orders ADD COLUMN ... AFTER status at 30 % of the run (row images "
+             "shift), dropped again 8 s later, while the workload writes",
+             "the lake keeps its schema and every change before, during and after the DDL lands with the right "
+             "values in the right columns (truth maps binlog columns by name)",
+             at(lambda: SchemaChange(), 0.3, 8)),
     Scenario("large_transaction", "one transaction of 50,000 inserts and an UPDATE of all of them (100,000 row "
              "changes) at 30 % of the run; a TaskManager killed 3 s after its commit, while the job consumes it",
              "a transaction spanning several checkpoints, restored into its middle, lands whole and exactly once",
