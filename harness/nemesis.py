@@ -1003,9 +1003,10 @@ class SchemaChange(Nemesis):
         from harness import kafka_client
 
         ends = kafka_client.end_offsets(stack.kafka.bootstrap, stack.config.kafka.topic, timeout=10)
+        db = stack.config.database.database
         with stack.database.root_connection() as conn, conn.cursor() as cur:
-            cur.execute(f"ALTER TABLE orders ADD COLUMN `{self.column}` VARCHAR(32) NULL DEFAULT 'added by ddl' "
-                        "AFTER status")
+            cur.execute(f"ALTER TABLE `{db}`.orders ADD COLUMN `{self.column}` VARCHAR(32) NULL "
+                        "DEFAULT 'added by ddl' AFTER status")
         return {"ddl": f"ADD COLUMN {self.column} AFTER status", "topic_end_at_ddl": ends}
 
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
@@ -1014,7 +1015,7 @@ class SchemaChange(Nemesis):
                         "table_name = 'orders' AND column_name = %s", (stack.config.database.database, self.column))
             row = cur.fetchone()
             if row and row[0]:
-                cur.execute(f"ALTER TABLE orders DROP COLUMN `{self.column}`")
+                cur.execute(f"ALTER TABLE `{stack.config.database.database}`.orders DROP COLUMN `{self.column}`")
         return {"ddl": f"DROP COLUMN {self.column}"}
 
     def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
