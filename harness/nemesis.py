@@ -848,15 +848,11 @@ class ConnectKill(ProcessKill):
         from harness import kafka_client
 
         bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
-        first_new = obs.before.get("offsets", {}).get("ends")
-        if not first_new:
-            # the brokers did not answer just before the kill (another fault on them): the topic's own append
-            # times say which records came after it (the topic uses LogAppendTime)
-            try:
-                first_new = kafka_client.offsets_at(bootstrap, topic, obs.inject_ms)
-            except Exception as exc:  # noqa: BLE001 - no reading at all: say so
-                return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
-                                    "the topic end at the kill is unknown")
+        try:
+            first_new = topic_end_at_fault(stack, obs)
+        except Exception as exc:  # noqa: BLE001 - no reading at all: say so
+            return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
+                                "the topic end at the kill is unknown")
         start = {p: max(0, e - self.lookback) for p, e in first_new.items()}
         old_pid = (obs.inject.get("pids") or {}).get("worker")
 
@@ -1181,38 +1177,77 @@ class BinlogPurge(ConnectKill):
                 "offsets_reset": task_failure is not None}
 
     def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
-        from harness import kafka_client
-        from harness.topic import envelope
+        return new_snapshot_evidence(stack, obs, "the purge", self.verify_timeout_s,
+                                     {"purged_to": getattr(self, "_purged_to", None)})
 
-        bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
-        first_new = obs.before.get("offsets", {}).get("ends")
-        if not first_new:
-            # the brokers did not answer just before the kill (another fault on them): the topic's own append
-            # times say which records came after it (the topic uses LogAppendTime)
-            try:
-                first_new = kafka_client.offsets_at(bootstrap, topic, obs.inject_ms)
-            except Exception as exc:  # noqa: BLE001 - no reading at all: say so
-                return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
-                                    "the topic end at the kill is unknown")
 
-        def check() -> Verification:
-            ends = kafka_client.end_offsets(bootstrap, topic, timeout=5)
-            points: dict[tuple[str, int], int] = {}
-            for r in kafka_client.read_range(bootstrap, topic, first_new, ends, timeout=30):
-                env = envelope(r.value)
-                if env is not None and env.get("op") == "r":
-                    src = env.get("source") or {}
-                    key = (str(src.get("file")), int(src.get("pos") or 0))
-                    points[key] = points.get(key, 0) + 1
-            evidence = {"snapshot_points": [{"file": f, "pos": p, "records": n} for (f, p), n in points.items()],
-                        "purged_to": getattr(self, "_purged_to", None)}
-            if points:
-                return Verification(True, evidence, f"Debezium took a new snapshot after the purge "
-                                    f"({sum(points.values())} state reads at {sorted(points)})")
-            return Verification(False, evidence, "no snapshot record was published after the purge: Debezium "
-                                "did not re-snapshot (is snapshot.mode when_needed?)")
+def topic_end_at_fault(stack: Stack, obs: Observation) -> dict[int, int]:
+    """The topic's end when the fault began: observed just before it, or, when the brokers did not answer then
+    (another fault on them), found from the topic's own append times (it uses LogAppendTime)."""
+    from harness import kafka_client
 
-        return poll_evidence(check, self.verify_timeout_s)
+    ends: dict[int, int] | None = obs.before.get("offsets", {}).get("ends")
+    if ends:
+        return ends
+    return kafka_client.offsets_at(stack.kafka.bootstrap, stack.config.kafka.topic, obs.inject_ms)
+
+
+def new_snapshot_evidence(stack: Stack, obs: Observation, cause: str, timeout_s: float,
+                          extra: dict[str, Any] | None = None) -> Verification:
+    """Effective when the topic holds snapshot reads (op ``r``) published after the fault began: Debezium
+    took a new snapshot.  The records after the fault are found from the topic end observed before it, or
+    from the topic's own append times when the brokers did not answer then."""
+    from harness import kafka_client
+    from harness.topic import envelope
+
+    bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
+    try:
+        first_new = topic_end_at_fault(stack, obs)
+    except Exception as exc:  # noqa: BLE001 - no reading at all: say so
+        return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
+                            "the topic end at the fault is unknown")
+
+    def check() -> Verification:
+        ends = kafka_client.end_offsets(bootstrap, topic, timeout=5)
+        points: dict[tuple[str, int], int] = {}
+        for r in kafka_client.read_range(bootstrap, topic, first_new, ends, timeout=30):
+            env = envelope(r.value)
+            if env is not None and env.get("op") == "r":
+                src = env.get("source") or {}
+                key = (str(src.get("file")), int(src.get("pos") or 0))
+                points[key] = points.get(key, 0) + 1
+        evidence = {"snapshot_points": [{"file": f, "pos": p, "records": n} for (f, p), n in points.items()],
+                    **(extra or {})}
+        if points:
+            return Verification(True, evidence, f"Debezium took a new snapshot after {cause} "
+                                f"({sum(points.values())} state reads at {sorted(points)})")
+        return Verification(False, evidence, f"no snapshot record was published after {cause}: Debezium did not "
+                            "re-snapshot (is snapshot.mode when_needed?)")
+
+    return poll_evidence(check, timeout_s)
+
+
+class ConnectOffsetsLost(Nemesis):
+    """Connect's stored source offsets for the connector are lost (deleted through the offsets API, KIP-875,
+    as a wiped offsets topic or a renamed connector would leave them): the connector starts with none, and
+    Debezium (``snapshot.mode = when_needed``) takes a new snapshot.  Effective when that new snapshot epoch
+    appears in the topic."""
+
+    name = "connect-offsets-lost"
+
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        return {"offsets": probe.offsets()}
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        stack.connect.reset_offsets()      # stop, delete the offsets, resume
+        return {"offsets_deleted": True}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        stack.connect.wait_connector_running()
+        return {"connector": "RUNNING"}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        return new_snapshot_evidence(stack, obs, "the offsets were lost", self.verify_timeout_s)
 
 
 class DatabaseRestart(ProcessKill):

@@ -19,6 +19,7 @@ from harness.nemesis import (
     BinlogPurge,
     BrokerKill,
     ConnectKill,
+    ConnectOffsetsLost,
     ConnectorRestart,
     DatabaseRestart,
     JobManagerKill,
@@ -213,6 +214,11 @@ SCENARIOS: list[Scenario] = [
              "the changes written while Connect was away are covered by the new snapshot epoch (superseded, "
              "read from the stack's binlog archive), nothing else is lost, and the lake folds to the table",
              at(lambda: BinlogPurge(), 0.4, 4)),
+    Scenario("connect_offsets_lost", "Connect's stored offsets for the connector are deleted mid-stream (the "
+             "offsets API, as a wiped offsets topic would leave them); Debezium starts over with a new snapshot",
+             "a new snapshot epoch with no offsets lost nothing and duplicated nothing: re-read rows are state "
+             "reads of a new epoch, and the lake folds to the table",
+             at(lambda: ConnectOffsetsLost(), 0.4, 3)),
     Scenario("database_restart", "SIGKILL the database server while the workload writes, restart it",
              "indeterminate commits are resolved from the binlog; Debezium resumes from its offset",
              at(lambda: DatabaseRestart(), 0.4, 3)),

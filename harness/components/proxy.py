@@ -107,14 +107,7 @@ class NetworkProxy(Component):
 
     # --- faults ----------------------------------------------------------------------------------
     def _call(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            r = requests.request(method, f"{self.api_url}{path}", json=body, timeout=5)
-        except requests.RequestException as exc:
-            raise ComponentError(f"proxy: {method.upper()} {path} failed ({exc}); is the proxy running? "
-                                 f"`cdc-chaos logs proxy` shows its log") from exc
-        if r.status_code >= 400:
-            raise ComponentError(f"proxy: {method.upper()} {path} answered {r.status_code}: {r.text.strip()}")
-        return r.json() if r.content else None
+        return _request("proxy", self.api_url, method, path, body)
 
     def add_toxic(self, route: str, name: str, kind: str, attributes: dict[str, Any], stream: str = "downstream",
                   toxicity: float = 1.0) -> None:
@@ -151,14 +144,7 @@ class NetworkProxy(Component):
 
     # --- the S3 gate ---------------------------------------------------------------------------------
     def _gate(self, method: str, path: str, body: Any = None) -> Any:
-        try:
-            r = requests.request(method, f"{self.gate_url}{path}", json=body, timeout=5)
-        except requests.RequestException as exc:
-            raise ComponentError(f"S3 gate: {method.upper()} {path} failed ({exc}); `cdc-chaos logs proxy` shows "
-                                 "its log") from exc
-        if r.status_code >= 400:
-            raise ComponentError(f"S3 gate: {method.upper()} {path} answered {r.status_code}: {r.text.strip()}")
-        return r.json()
+        return _request("S3 gate", self.gate_url, method, path, body)
 
     def gate_fault(self, mode: str, ops: list[str] | None = None, probability: float = 1.0,
                    hang_ms: int = 5000) -> None:
@@ -181,3 +167,15 @@ class NetworkProxy(Component):
 
     def endpoints(self) -> dict[str, Any]:
         return {"api": self.api_url, **{name: r["listen"] for name, r in self.routes().items()}}
+
+
+def _request(what: str, base: str, method: str, path: str, body: Any = None) -> Any:
+    """A control-API call; an error names the API, the call and where its log is."""
+    try:
+        r = requests.request(method, f"{base}{path}", json=body, timeout=5)
+    except requests.RequestException as exc:
+        raise ComponentError(f"{what}: {method.upper()} {path} failed ({exc}); is it running? "
+                             "`cdc-chaos logs proxy` shows its log") from exc
+    if r.status_code >= 400:
+        raise ComponentError(f"{what}: {method.upper()} {path} answered {r.status_code}: {r.text.strip()}")
+    return r.json() if r.content else None
