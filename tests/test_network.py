@@ -129,7 +129,7 @@ def test_a_killed_proxy_comes_back_with_its_routes(stack: Stack) -> None:
     assert len(kafka_client.end_offsets(proxied, topic, timeout=10)) == stack.config.kafka.partitions
     NetworkPartition("s3").inject(stack, RNG)
     stack.proxy.kill()
-    assert stack.heal() == ["proxy/server"]                 # restarted, every route enabled again
+    assert stack.heal() == ["proxy/server", "proxy/s3gate"]  # both restarted, every route enabled again
     assert all(r["enabled"] and not r["toxics"] for r in stack.proxy.state().values())
     _s3_live(_proxied_s3(stack))
 
