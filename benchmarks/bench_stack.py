@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -35,8 +36,19 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="measure a first install in an empty cache dir")
     args = ap.parse_args()
     result: dict[str, object] = {}
+    cold_dir = None
     if args.cold:
-        os.environ["CDC_CHAOS_CACHE"] = tempfile.mkdtemp(prefix="cdc-chaos-cold-")
+        cold_dir = tempfile.mkdtemp(prefix="cdc-chaos-cold-")
+        os.environ["CDC_CHAOS_CACHE"] = cold_dir
+    try:
+        measure(result)
+    finally:
+        if cold_dir is not None:   # the cold cache is hundreds of MB: nothing of it stays behind
+            shutil.rmtree(cold_dir, ignore_errors=True)
+    print(json.dumps(result, indent=1))
+
+
+def measure(result: dict[str, object]) -> None:
     from harness.install.all import install_everything
     from harness.runner import RunSpec, run
     from harness.stack import Stack
@@ -56,7 +68,6 @@ def main() -> None:
         result["rss_after_load_mib"] = loaded
         result["rss_after_load_total_mib"] = sum(loaded.values())
         result["bench_run_verdict"] = res.verdict.verdict
-    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
