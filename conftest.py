@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -86,17 +87,31 @@ def stack(stacks: StackPool) -> Stack:
     return stacks.get()
 
 
-@pytest.fixture(scope="module")
-def database(stack_config: StackConfig) -> Iterator[Database]:
-    """A real database server alone (init.sql applied), for tests of the workload and the truth reader."""
-    run = RunDir.create("database")
-    db = Database(stack_config, run, run.allocate_ports(Database.port_names(stack_config)))
+@contextmanager
+def database_alone(config: StackConfig, label: str) -> Iterator[Database]:
+    """A real database server alone (init.sql applied) in a run dir of its own, killed and removed after."""
+    run = RunDir.create(label)
+    db = Database(config, run, run.allocate_ports(Database.port_names(config)))
     try:
         db.up()
         yield db
     finally:
         db.kill()
         run.remove()
+
+
+@pytest.fixture(scope="module")
+def database(stack_config: StackConfig) -> Iterator[Database]:
+    """A real database server alone, shared by a module's tests of the workload and the truth reader."""
+    with database_alone(stack_config, "database") as db:
+        yield db
+
+
+@pytest.fixture
+def own_database(stack_config: StackConfig) -> Iterator[Database]:
+    """A server of one test alone (e.g. a binlog purge must not take files from the module's server)."""
+    with database_alone(stack_config, "database-own") as db:
+        yield db
 
 
 @pytest.fixture

@@ -848,11 +848,9 @@ class ConnectKill(ProcessKill):
         from harness import kafka_client
 
         bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
-        try:
-            first_new = topic_end_at_fault(stack, obs)
-        except Exception as exc:  # noqa: BLE001 - no reading at all: say so
-            return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
-                                "the topic end at the kill is unknown")
+        first_new = topic_end_at_fault(stack, obs)
+        if isinstance(first_new, Verification):
+            return first_new
         start = {p: max(0, e - self.lookback) for p, e in first_new.items()}
         old_pid = (obs.inject.get("pids") or {}).get("worker")
 
@@ -1181,15 +1179,20 @@ class BinlogPurge(ConnectKill):
                                      {"purged_to": getattr(self, "_purged_to", None)})
 
 
-def topic_end_at_fault(stack: Stack, obs: Observation) -> dict[int, int]:
+def topic_end_at_fault(stack: Stack, obs: Observation) -> dict[int, int] | Verification:
     """The topic's end when the fault began: observed just before it, or, when the brokers did not answer then
-    (another fault on them), found from the topic's own append times (it uses LogAppendTime)."""
+    (another fault on them), found from the topic's own append times (it uses LogAppendTime); when neither
+    can be read, the (not effective) verification that says so."""
     from harness import kafka_client
 
     ends: dict[int, int] | None = obs.before.get("offsets", {}).get("ends")
     if ends:
         return ends
-    return kafka_client.offsets_at(stack.kafka.bootstrap, stack.config.kafka.topic, obs.inject_ms)
+    try:
+        return kafka_client.offsets_at(stack.kafka.bootstrap, stack.config.kafka.topic, obs.inject_ms)
+    except Exception as exc:  # noqa: BLE001 - no reading at all: say so
+        return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
+                            "the topic end at the fault is unknown")
 
 
 def new_snapshot_evidence(stack: Stack, obs: Observation, cause: str, timeout_s: float,
@@ -1201,11 +1204,9 @@ def new_snapshot_evidence(stack: Stack, obs: Observation, cause: str, timeout_s:
     from harness.topic import envelope
 
     bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
-    try:
-        first_new = topic_end_at_fault(stack, obs)
-    except Exception as exc:  # noqa: BLE001 - no reading at all: say so
-        return Verification(False, {"offsets": obs.before.get("offsets"), "error": str(exc)[:300]},
-                            "the topic end at the fault is unknown")
+    first_new = topic_end_at_fault(stack, obs)
+    if isinstance(first_new, Verification):
+        return first_new
 
     def check() -> Verification:
         ends = kafka_client.end_offsets(bootstrap, topic, timeout=5)

@@ -35,31 +35,25 @@ HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upg
 NOT_FORWARDED = HOP | {"content-length", "expect"}
 
 
+#: (method, query parameter present, operation), tried in order: the multipart and batch calls
+_QUERY_OPS = (("POST", "uploads", "CreateMultipartUpload"), ("POST", "uploadId", "CompleteMultipartUpload"),
+              ("POST", "delete", "DeleteObjects"), ("PUT", "partNumber", "UploadPart"),
+              ("DELETE", "uploadId", "AbortMultipartUpload"), ("GET", "uploadId", "ListParts"))
+#: method -> (operation on an object, operation on a bucket)
+_PLAIN_OPS = {"PUT": ("PutObject", "CreateBucket"), "GET": ("GetObject", "ListObjects"),
+              "HEAD": ("HeadObject", "HeadBucket"), "DELETE": ("DeleteObject", "DeleteBucket")}
+
+
 def s3_operation(method: str, path: str) -> str:
     """The S3 API operation of a path-style request (bucket/key in the path), from method and query."""
     parts = urlsplit(path)
     query = parse_qs(parts.query, keep_blank_values=True)
-    has_key = parts.path.strip("/").count("/") >= 1
-    if method == "POST" and "uploads" in query:
-        return "CreateMultipartUpload"
-    if method == "POST" and "uploadId" in query:
-        return "CompleteMultipartUpload"
-    if method == "POST" and "delete" in query:
-        return "DeleteObjects"
-    if method == "PUT" and "partNumber" in query:
-        return "UploadPart"
-    if method == "DELETE" and "uploadId" in query:
-        return "AbortMultipartUpload"
-    if method == "GET" and "uploadId" in query:
-        return "ListParts"
-    if method == "PUT":
-        return "PutObject" if has_key else "CreateBucket"
-    if method == "GET":
-        return "GetObject" if has_key else "ListObjects"
-    if method == "HEAD":
-        return "HeadObject" if has_key else "HeadBucket"
-    if method == "DELETE":
-        return "DeleteObject" if has_key else "DeleteBucket"
+    for verb, param, op in _QUERY_OPS:
+        if method == verb and param in query:
+            return op
+    if method in _PLAIN_OPS:
+        on_object, on_bucket = _PLAIN_OPS[method]
+        return on_object if parts.path.strip("/").count("/") >= 1 else on_bucket
     return f"{method}?"
 
 

@@ -47,8 +47,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT REFERENCES sessions(id), started_ms INTEGER,
   scenario TEXT, profile TEXT, seed INTEGER, replay TEXT, commit_sha TEXT, versions TEXT,
-  verdict TEXT, expected TEXT, passed INTEGER, why TEXT, safety INTEGER,
-  anomalies TEXT, timeline TEXT, evidence TEXT, recovery TEXT,
+  verdict TEXT, expected TEXT, passed INTEGER, why TEXT,
+  anomalies TEXT, timeline TEXT, recovery TEXT,
   freshness_p50_ms INTEGER, freshness_p99_ms INTEGER, throughput REAL, wall_s REAL,
   series TEXT, report_dir TEXT, logs TEXT, logs_pruned INTEGER DEFAULT 0, windows TEXT DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS runs_by_scenario ON runs(scenario, session);
@@ -147,18 +147,15 @@ class RunStore:
                 freshness_p50_ms: int | None, freshness_p99_ms: int | None, throughput: float | None,
                 wall_s: float | None, series: dict[str, Any], report_dir: str, logs: list[str],
                 started_ms: int | None = None, windows: list[str] | None = None) -> int:
-        counts = {k: int(v.get("count", 0)) for k, v in anomalies.items()}
-        evidence = [e for e in timeline if e.get("phase") == "verify"]
         with self._db() as db:
             cur = db.execute(
                 "INSERT INTO runs (session, started_ms, scenario, profile, seed, replay, commit_sha, versions, "
-                "verdict, expected, passed, why, safety, anomalies, timeline, evidence, recovery, "
+                "verdict, expected, passed, why, anomalies, timeline, recovery, "
                 "freshness_p50_ms, freshness_p99_ms, throughput, wall_s, series, report_dir, logs, windows) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (session, started_ms or int(time.time() * 1000), scenario, profile, seed, replay, commit_sha,
                  json.dumps(versions), verdict, json.dumps(sorted(expected)), int(passed), why,
-                 int(safety_failure(expected, counts)), json.dumps(anomalies, default=str),
-                 json.dumps(timeline, default=str), json.dumps(evidence, default=str), json.dumps(recovery),
+                 json.dumps(anomalies, default=str), json.dumps(timeline, default=str), json.dumps(recovery),
                  freshness_p50_ms, freshness_p99_ms, throughput, wall_s, json.dumps(series, default=str),
                  report_dir, json.dumps(logs), json.dumps(sorted(windows or []))))
             return int(cur.lastrowid or 0)
@@ -278,10 +275,12 @@ def noise_band(values: list[float]) -> tuple[float, float]:
 
 
 def _run(r: sqlite3.Row) -> Run:
+    expected, anomalies = json.loads(r["expected"]), json.loads(r["anomalies"])
+    counts = {k: int(v.get("count", 0)) for k, v in anomalies.items()}
     return Run(id=r["id"], session=r["session"], started_ms=r["started_ms"], scenario=r["scenario"], seed=r["seed"],
                replay=r["replay"], commit_sha=r["commit_sha"], verdict=r["verdict"],
-               expected=json.loads(r["expected"]), passed=bool(r["passed"]), why=r["why"] or "",
-               safety=bool(r["safety"]), anomalies=json.loads(r["anomalies"]), recovery=json.loads(r["recovery"]),
+               expected=expected, passed=bool(r["passed"]), why=r["why"] or "",
+               safety=safety_failure(expected, counts), anomalies=anomalies, recovery=json.loads(r["recovery"]),
                freshness_p50_ms=r["freshness_p50_ms"], freshness_p99_ms=r["freshness_p99_ms"],
                throughput=r["throughput"], wall_s=r["wall_s"], report_dir=r["report_dir"],
                logs=json.loads(r["logs"]), logs_pruned=bool(r["logs_pruned"]))

@@ -403,21 +403,6 @@ def test_parsing_is_fast() -> None:
     assert seconds < 25 * baseline + 0.5, f"20k updates took {seconds:.2f} s, looking at the lines {baseline:.2f} s"
 
 
-@pytest.fixture
-def own_database(stack_config: Any) -> Iterator[Database]:
-    """A server of this test alone: the purge below must not take binlog files from the module's server."""
-    from harness.rundir import RunDir
-
-    run = RunDir.create("database-purge")
-    db = Database(stack_config, run, run.allocate_ports(Database.port_names(stack_config)))
-    try:
-        db.up()
-        yield db
-    finally:
-        db.kill()
-        run.remove()
-
-
 def test_truth_survives_a_binlog_purge_through_the_archive(own_database: Database) -> None:
     """The stack keeps a raw copy of the binlog from its start: changes in files the server purged are still
     truth, read from the copy with their own coordinates."""
