@@ -1,10 +1,16 @@
 """Submit the pipeline to a Flink cluster with PyFlink's Table API.
 
     python -m flink_job.job '<JobConfig as JSON>' --rest 127.0.0.1:8081 [--restore s3://.../chk-12]
+    python -m flink_job.job --serve
 
 Prints one JSON line ``{"job_id": ...}``.  The job is pure SQL, so the TaskManagers need no Python: this
 process only plans the job (in PyFlink's gateway JVM, with the connector jars of FLINK_HOME/lib) and
 submits it, then exits while the job keeps running on the cluster.
+
+``--serve`` plans one job per line of standard input (``{"config": ..., "rest": ..., "restore": ...,
+"checkpoint_dir": ...}``) and answers each with one line ``SERVE_TAG {"job_id": ...}`` or ``SERVE_TAG
+{"error": ...}``, in one JVM: only the first submission pays the JVM's start and the planner's warm-up.  It
+exits at the end of its input.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+import traceback
+from typing import Any
 
 from flink_job.sql import JobConfig, statements, table_config
 
@@ -63,7 +72,51 @@ def build_and_submit(cfg: JobConfig, rest: str, restore: str | None, checkpoint_
     return str(client.get_job_id())
 
 
+#: marks the planner's answers on standard output (the JVM may print there too)
+SERVE_TAG = "@@cdc-chaos-planner"
+
+
+def _drain_gateway_stderr() -> None:
+    """PyFlink starts its gateway JVM with stderr on a pipe that nobody reads; a long-lived planner would block
+    once the JVM had written 64 KiB there.  Copy it to this process's stderr instead."""
+    import pyflink.java_gateway as java_gateway
+
+    launch = java_gateway.launch_gateway_server_process
+
+    def launch_and_drain(env: Any, args: Any) -> Any:
+        proc = launch(env, args)
+
+        def copy() -> None:
+            for line in proc.stderr:
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+
+        threading.Thread(target=copy, daemon=True, name="gateway-stderr").start()
+        return proc
+
+    java_gateway.launch_gateway_server_process = launch_and_drain
+
+
+def serve() -> int:
+    _drain_gateway_stderr()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            job_id = build_and_submit(JobConfig.from_dict(req["config"]), req["rest"], req.get("restore"),
+                                      req.get("checkpoint_dir"))
+            answer: dict[str, Any] = {"job_id": job_id}
+        except Exception as exc:  # noqa: BLE001 - the caller gets the error, the planner stays up
+            traceback.print_exc(file=sys.stderr)
+            answer = {"error": f"{type(exc).__name__}: {exc}"[-6000:]}
+        print(f"{SERVE_TAG} {json.dumps(answer)}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--serve"]:
+        return serve()
     p = argparse.ArgumentParser(prog="flink_job.job")
     p.add_argument("config", help="JobConfig as JSON")
     p.add_argument("--rest", required=True, help="JobManager REST address host:port")

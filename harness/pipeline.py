@@ -7,22 +7,28 @@ cancel, so the job can be resumed from the latest one even after the JobManager 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
 
+from flink_job.job import SERVE_TAG
 from flink_job.sql import JobConfig
 from harness import kafka_client
 from harness.config import REPO_ROOT
-from harness.process import ComponentError, wait_until
+from harness.process import ComponentError, kill_group, spawn_piped, tail, wait_until
 
 if TYPE_CHECKING:
     from harness.stack import Stack
@@ -70,6 +76,88 @@ class JobRecord:
                    submitted_ms=raw["submitted_ms"])
 
 
+def _messages(text: str) -> str:
+    """A submission's output without the Java stack frames (the exception messages stay)."""
+    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(("at ", "... ")))[-6000:]
+
+
+class JobPlanner:
+    """One long-lived ``python -m flink_job.job --serve`` per stack: PyFlink's gateway JVM and the SQL planner
+    start once, so a submission after the first costs planning only, not a Python and a JVM start-up and the
+    planner's warm-up (tens of seconds of CPU on a busy 2-core machine, paid by every scenario before).  It is
+    closed with the stack (:func:`close_planners`), at the harness's exit, or when a submission times out; it
+    dies with the harness process; its JVM exits when its input closes."""
+
+    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+        self.log_file = log_file
+        self.proc = spawn_piped([sys.executable, "-m", "flink_job.job", "--serve"], log_file, env=env,
+                                cwd=REPO_ROOT)
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True, name="job-planner-stdout").start()
+
+    @classmethod
+    def of(cls, stack: Stack, env: Callable[[], dict[str, str]]) -> JobPlanner:
+        with _PLANNERS_LOCK:
+            planner = _PLANNERS.get(id(stack))
+            if planner is None or planner.proc.poll() is not None:
+                planner = _PLANNERS[id(stack)] = cls(env(), stack.run.path / "logs" / "job-planner.log")
+            return planner
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(SERVE_TAG):
+                self._answers.put(line[len(SERVE_TAG):].strip())
+        self._answers.put(None)   # end of output: the planner exited
+
+    def submit(self, request: dict[str, Any], timeout: float) -> str:
+        with self._lock:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(json.dumps(request) + "\n")
+                self.proc.stdin.flush()
+                answer = self._answers.get(timeout=timeout)
+            except (OSError, queue.Empty) as exc:
+                self.close()
+                raise JobError(f"the job planner did not answer within {timeout:.0f}s ({type(exc).__name__}); "
+                               f"its log ({self.log_file}):\n{tail(self.log_file, 30)}") from exc
+        if answer is None:
+            raise JobError(f"the job planner exited (code {self.proc.wait()}); its log ({self.log_file}):\n"
+                           f"{tail(self.log_file, 30)}")
+        data = json.loads(answer)
+        if "error" in data:
+            raise JobError(f"job submission failed:\n{_messages(data['error'])}")
+        return str(data["job_id"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                kill_group(self.proc.pid)
+                self.proc.wait(timeout=10)
+
+
+_PLANNERS: dict[int, JobPlanner] = {}
+_PLANNERS_LOCK = threading.Lock()
+
+
+def close_planners(stack: Stack | None = None) -> None:
+    """Close the job planner of ``stack`` (of every stack: None)."""
+    with _PLANNERS_LOCK:
+        keys = [id(stack)] if stack is not None else list(_PLANNERS)
+        planners = [p for k in keys if (p := _PLANNERS.pop(k, None)) is not None]
+    for planner in planners:
+        planner.close()
+
+
+atexit.register(close_planners)
+
+
 class Pipeline:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -103,31 +191,47 @@ class Pipeline:
 
     # --- submit / resume --------------------------------------------------------------------------
     def submit(self, cfg: JobConfig, restore: str | None = None, timeout: float = 300) -> str:
+        job_id = self.submit_code(REPO_ROOT, dataclasses.asdict(cfg), self.checkpoint_dir(cfg), restore, timeout)
+        self.current_job_id, self.current_config = job_id, cfg
+        return job_id
+
+    def _submit_env(self, code_root: Path) -> dict[str, str]:
         from harness.install.flink import ensure_flink
 
-        flink_home = ensure_flink(self.stack.config)
-        argv = [sys.executable, "-m", "flink_job.job", json.dumps(dataclasses.asdict(cfg)),
-                "--rest", self.rest.removeprefix("http://"), "--checkpoint-dir", self.checkpoint_dir(cfg)]
+        return {**os.environ, "FLINK_HOME": str(ensure_flink(self.stack.config)), "PYTHONPATH": str(code_root),
+                "FLINK_CONF_DIR": str(self.stack.flink.conf_dir)}
+
+    def submit_code(self, code_root: Path, config: dict[str, Any], checkpoint_dir: str,
+                    restore: str | None = None, timeout: float = 300) -> str:
+        """Plan and submit ``flink_job.job`` of the checkout at ``code_root`` with ``config`` (its own JobConfig
+        as a dict): the one submission path, also for an older revision of the job that a benchmark compares
+        with this one.  This checkout's job goes through the stack's long-lived planner (one JVM for every
+        submission); another checkout's through a process of its own."""
+        t0 = time.monotonic()
+        if code_root == REPO_ROOT:
+            planner = JobPlanner.of(self.stack, lambda: self._submit_env(code_root))
+            job_id = planner.submit({"config": config, "rest": self.rest.removeprefix("http://"),
+                                     "restore": restore, "checkpoint_dir": checkpoint_dir}, timeout)
+        else:
+            job_id = self._submit_once(code_root, config, checkpoint_dir, restore, timeout)
+        self.submissions.append({"job_id": job_id, "restore": restore, "seconds": round(time.monotonic() - t0, 1)})
+        return job_id
+
+    def _submit_once(self, code_root: Path, config: dict[str, Any], checkpoint_dir: str, restore: str | None,
+                     timeout: float) -> str:
+        argv = [sys.executable, "-m", "flink_job.job", json.dumps(config),
+                "--rest", self.rest.removeprefix("http://"), "--checkpoint-dir", checkpoint_dir]
         if restore:
             argv += ["--restore", restore]
-        env = {**os.environ, "FLINK_HOME": str(flink_home), "PYTHONPATH": str(REPO_ROOT),
-               "FLINK_CONF_DIR": str(self.stack.flink.conf_dir)}
-        t0 = time.monotonic()
         try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT,
-                                 stdin=subprocess.DEVNULL)
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                 env=self._submit_env(code_root), cwd=code_root, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise JobError(f"submitting the job took longer than {timeout:.0f}s") from exc
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode != 0 or not lines:
-            # keep the exception messages, drop the Java stack frames
-            text = "\n".join(ln for ln in (res.stdout + res.stderr).splitlines()
-                             if not ln.lstrip().startswith(("at ", "... ")))
-            raise JobError(f"job submission failed (exit {res.returncode}):\n{text[-6000:]}")
-        job_id = json.loads(lines[-1])["job_id"]
-        self.current_job_id, self.current_config = job_id, cfg
-        self.submissions.append({"job_id": job_id, "restore": restore, "seconds": round(time.monotonic() - t0, 1)})
-        return job_id
+            raise JobError(f"job submission failed (exit {res.returncode}):\n{_messages(res.stdout + res.stderr)}")
+        return str(json.loads(lines[-1])["job_id"])
 
     def wait_running(self, job_id: str, timeout: float = 180) -> None:
         """Until the job and every one of its tasks is RUNNING (so the workload is not racing deployment)."""

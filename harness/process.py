@@ -77,6 +77,21 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
 
 
+def spawn_piped(argv: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None,
+                cwd: Path | None = None) -> subprocess.Popen[str]:
+    """A child that talks over its stdin/stdout (text lines), stderr to ``log_file``, in its own process group,
+    killed if the harness dies (spawned from the long-lived spawner thread, like every component)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        return _SPAWNER.submit(
+            subprocess.Popen, list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            bufsize=1, env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,
+        ).result()
+    finally:
+        log.close()
+
+
 class ManagedProcess:
     """One long-running child in its own process group, logging to a file."""
 

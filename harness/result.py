@@ -46,6 +46,7 @@ class RunStats:
     freshness_summary: dict[str, Any] = field(default_factory=dict)   # n, p50_ms, p99_ms, max_ms
     # completed and failed checkpoints: [(second of the trigger since t0, duration ms, state bytes, status)]
     checkpoints: list[tuple[float, int, int, str]] = field(default_factory=list)
+    phases_s: dict[str, float] = field(default_factory=dict)   # seconds per phase of the run, in order
 
 
 @dataclass

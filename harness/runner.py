@@ -345,6 +345,19 @@ def _snapshot_end(value: bytes) -> tuple[int, int] | None:
         return None
 
 
+class PhaseClock:
+    """Seconds per phase of a run, in order (where a run's wall time goes)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = round(now - self._last, 1)
+        self._last = now
+
+
 def run(stack: Stack, spec: RunSpec, index: int = 0, pipeline: Pipeline | None = None) -> RunResult:
     """Run one scenario on a healthy stack: verdict, fault timeline, recovery figures, series."""
     return run_with_evidence(stack, spec, index, pipeline)[0]
@@ -357,15 +370,20 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
     pipeline = pipeline or Pipeline(stack)
     rng = random.Random(spec.seed)
     started = time.monotonic()
+    phases = PhaseClock()
     start_pos, start_offsets = prepare_source(stack)
+    phases.mark("source_position")
     prefix = f"runs/{spec.name}-seed{spec.seed}-{index}-{int(time.time())}"
     job = new_job_config(stack, prefix, f"{spec.name}-{index}", start_offsets,
                          checkpoint_interval_ms=spec.checkpoint_interval_ms, variant=spec.job_variant)
     monitor = LagMonitor(stack.kafka.bootstrap, pipeline.consumer_group(job), stack.config.kafka.topic)
     try:
         job_id = pipeline.submit(job)
+        phases.mark("job_submit")
         pipeline.wait_running(job_id)
+        phases.mark("job_running")
         warmup = wait_caught_up(pipeline, job_id)
+        phases.mark("job_caught_up")
         _LOG.info("%s: job %s (%s) running from offsets %s into %s, caught up: %s", spec.name, job_id,
                   job.variant, start_offsets, prefix, warmup)
 
@@ -392,14 +410,18 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
         if spec.finale is not None:
             spec.finale(stack, workload)
         workload_s = time.monotonic() - t0
+        phases.mark("workload_and_faults")
         _LOG.info("%s: workload done in %.1f s: %s", spec.name, workload_s, summarize(history))
 
         evidence = gather(stack, pipeline, job, start_pos, start_offsets, history, spec.quiesce_timeout_s)
+        phases.mark("truth_and_quiescence")
         _LOG.info("%s: quiescence %s%s", spec.name, evidence.quiescence,
                   f"; STALLED: {evidence.stalled}" if evidence.stalled else "")
         lake = LakeReader.for_s3(stack.s3.endpoints(), prefix).snapshot()
+        phases.mark("lake_read")
         verdict = evidence.check(lake, context={"scenario": spec.name, "seed": spec.seed, "lake_prefix": prefix,
                                                 "job_variant": spec.job_variant})
+        phases.mark("check")
         # a fault the run cannot show reached the job proves nothing: the scenario fails under its own name
         ineffective = nemesis.ineffective()
         verdict.anomalies["INEFFECTIVE_FAULT"] = {"count": len(ineffective), "examples": ineffective[:5]}
@@ -411,6 +433,8 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
     finally:
         monitor.stop()
         pipeline.cancel_all()
+    phases.mark("job_cancel")
+    _LOG.info("%s: phases (s) %s", spec.name, phases.seconds)
     timeline = nemesis.events()
     recovery = []
     injected = [(ev.wall_ms - t0_wall_ms) / 1000 for ev in timeline if ev.phase == "inject"]
@@ -430,6 +454,7 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
                      workload=summarize(history), quiescence=evidence.quiescence, recovery=recovery,
                      nemesis_errors=nemesis.errors, job=job_status, lake=lake.summary(), warmup=warmup,
                      lag_samples=[(round(s.t, 2), s.lag) for s in monitor.samples], checkpoints=checkpoints,
+                     phases_s=phases.seconds,
                      **freshness(history, lake, t0_wall_ms))
     result = RunResult(name=spec.name, seed=spec.seed, replay=spec.replay, verdict=verdict, timeline=timeline,
                        schedule=schedule.describe(), stats=stats, throughput=_throughput(history, t0_wall_ms),

@@ -135,6 +135,9 @@ class Stack:
 
     def down(self) -> None:
         """Kill every process group, release ports, delete the run directory. Idempotent."""
+        from harness.pipeline import close_planners
+
+        close_planners(self)
         for comp in reversed(list(self.components.values())):
             try:
                 comp.kill()
