@@ -38,14 +38,14 @@ import random
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import psutil
-
+from benchmarks.baseline import BASELINE_REV, BaselineJob, baseline_job
 from benchmarks.e2e import (
     ChangeId,
+    CpuMeter,
     LakePoller,
     LakeVisibility,
     SeenFile,
@@ -58,6 +58,7 @@ from benchmarks.e2e import (
     start_job,
     topic_end,
 )
+from flink_job.sql import JobConfig
 from harness.config import load_config
 from harness.stack import Stack
 from harness.workload import ORDER_KINDS, STATUSES, WorkloadClient, WorkloadConfig, generate
@@ -65,9 +66,11 @@ from harness.workload import ORDER_KINDS, STATUSES, WorkloadClient, WorkloadConf
 #: targets from the issue
 THROUGHPUT_TARGET = 20_000          # changes/s
 FRESHNESS_SLACK_MS = 2_000          # p99 <= checkpoint interval + this
+STEADY_RATE = 1_000                 # changes/s the state extrapolation assumes (the freshness target's rate)
 
 PRELOAD_FIRST_ORDER_ID = 1_000_000_000
 FRESHNESS_FIRST_ORDER_ID = 2_000_000_000
+FRESHNESS_ID_STRIDE = 100_000_000   # each freshness run writes its own ids
 
 
 def log(message: str) -> None:
@@ -80,7 +83,9 @@ def log(message: str) -> None:
 class PreloadPlan:
     """N changes as the workload's default mix (50 % inserts, 35 % updates, 15 % deletes): ids
     ``first .. first+inserts-1`` are inserted, the first ``updates`` of them updated once, the last ``deletes``
-    of them deleted (disjoint from the updated ones).  What Debezium publishes of it is counted in the topic."""
+    of them deleted (disjoint from the updated ones).  What Debezium publishes of it is counted in the topic.
+    The updates bump ``version``, so the baseline job (which deduplicates on it) keeps every change too and both
+    jobs write the same rows."""
 
     inserts: int
     updates: int
@@ -128,7 +133,7 @@ def preload(stack: Stack, plan: PreloadPlan, seed: int, chunk: int = 5000,
         for a in range(first, first + plan.updates, chunk):
             b = min(a + chunk, first + plan.updates) - 1
             cur.execute(f"UPDATE orders SET status = ELT(1 + (order_id + %s) %% {len(STATUSES)}, {status_list}), "
-                        "quantity = quantity %% 20 + 1, event_time = %s "
+                        "quantity = quantity %% 20 + 1, version = version + 1, event_time = %s "
                         "WHERE order_id BETWEEN %s AND %s", (seed, _utc_now_literal(), a, b))
             conn.commit()
         for a in range(end - plan.deletes, end, chunk):
@@ -151,76 +156,26 @@ def preload(stack: Stack, plan: PreloadPlan, seed: int, chunk: int = 5000,
     return start_offsets, changes, figures
 
 
-# --- what limited it: CPU per component and per TaskManager thread, checkpoint durations ---------------------
-
-class CpuMeter:
-    """CPU used between start() and stop(): per stack process (and this benchmark process), and per thread of
-    each TaskManager JVM.  Flink names its task threads after their operator chain ("Source: cdc_typed...",
-    "Deduplicate[4]..."), so the hottest thread says which part of the job limits throughput.  (Flink's REST
-    rate metrics are no use for a run of seconds: the REST metric cache refreshes every 10 s.)"""
-
-    SELF = "bench (python)"
-
-    def __init__(self, stack: Stack) -> None:
-        self.procs: dict[str, psutil.Process] = {self.SELF: psutil.Process()}
-        for name, comp in stack.components.items():
-            for member, proc in comp.processes.items():
-                if proc.pid and psutil.pid_exists(proc.pid):
-                    self.procs[f"{name}/{member}"] = psutil.Process(proc.pid)
-
-    def _cpu(self) -> dict[str, float]:
-        out = {}
-        for name, p in self.procs.items():
-            try:
-                total = sum(p.cpu_times()[:2])
-                if name != self.SELF:   # the stack's processes are this process's children: not ours to count
-                    total += sum(sum(c.cpu_times()[:2]) for c in p.children(recursive=True))
-            except psutil.Error:
-                continue
-            out[name] = total
-        return out
-
-    def _threads(self) -> dict[str, dict[str, float]]:
-        """CPU seconds per thread name (/proc comm, 15 characters) of each TaskManager."""
-        out: dict[str, dict[str, float]] = {}
-        for name, p in self.procs.items():
-            if "taskmanager" not in name:
-                continue
-            per: dict[str, float] = {}
-            try:
-                for t in p.threads():
-                    try:
-                        comm = Path(f"/proc/{p.pid}/task/{t.id}/comm").read_text().strip()
-                    except OSError:
-                        continue
-                    per[comm] = per.get(comm, 0.0) + t.user_time + t.system_time
-            except psutil.Error:
-                continue
-            out[name] = per
-        return out
-
-    def start(self) -> None:
-        self._t0, self._cpu0, self._threads0 = time.monotonic(), self._cpu(), self._threads()
-        psutil.cpu_percent(None)
-
-    def stop(self) -> dict[str, Any]:
-        wall = time.monotonic() - self._t0
-        cpu1, threads1 = self._cpu(), self._threads()
-        per = {k: round(100 * (cpu1[k] - v) / wall) for k, v in self._cpu0.items() if k in cpu1}
-        hot: dict[str, dict[str, int]] = {}
-        for tm, threads in threads1.items():
-            before = self._threads0.get(tm, {})
-            pct = {n: round(100 * (s - before.get(n, 0.0)) / wall) for n, s in threads.items()}
-            hot[tm] = dict(sorted(((n, v) for n, v in pct.items() if v >= 2), key=lambda kv: -kv[1])[:8])
-        return {"seconds": round(wall, 1), "machine_cpu_pct_of_all_cores": psutil.cpu_percent(None),
-                "cores": psutil.cpu_count(), "process_cpu_pct": dict(sorted(per.items(), key=lambda kv: -kv[1])),
-                "taskmanager_thread_cpu_pct": hot}
-
-
 # --- throughput ----------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class JobUnderTest:
+    """Which job a measurement runs: today's (with a state backend) or an older revision's."""
+
+    state_backend: str = "hashmap"
+    baseline: BaselineJob | None = None
+
+    @property
+    def label(self) -> str:
+        return f"baseline {self.baseline.rev}" if self.baseline else f"current ({self.state_backend})"
+
+    def options(self) -> dict[str, Any]:
+        return {"baseline": self.baseline} if self.baseline else {"state_backend": self.state_backend}
+
+
 def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int, parallelism: int,
-                       checkpoint_ms: int, poll_s: float, timeout_s: float) -> dict[str, Any]:
+                       checkpoint_ms: int, poll_s: float, timeout_s: float,
+                       job_kind: JobUnderTest = JobUnderTest()) -> dict[str, Any]:
     prefix = f"bench/throughput-p{parallelism}-{now_ms()}"
     watch = LakeVisibility.for_stack(stack, prefix)
     rows: dict[str, int] = {}
@@ -232,9 +187,9 @@ def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int
         with lock:
             rows[f.path], seen_at[f.path] = n, f.first_seen_ms
 
-    log(f"throughput, parallelism {parallelism}: submitting a job into s3://lake/{prefix}")
+    log(f"throughput, parallelism {parallelism}, {job_kind.label}: submitting a job into s3://lake/{prefix}")
     job = start_job(stack, prefix, start_offsets, parallelism=parallelism, checkpoint_interval_ms=checkpoint_ms,
-                    name=f"bench-throughput-p{parallelism}")
+                    name=f"bench-throughput-p{parallelism}", **job_kind.options())
     cpu = CpuMeter(stack)
     state = "RUNNING"
     try:
@@ -263,7 +218,8 @@ def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int
     processed = [ms for f in watch.seen.values() for ms in watch.column(f, "processed_ms") if ms is not None]
     first_ms, last_ms = min(processed, default=job.running_ms), max(processed, default=job.running_ms)
     result: dict[str, Any] = {
-        "parallelism": parallelism, "changes": changes, "lake_rows": total, "lake_files": len(rows),
+        "job": job_kind.label, "parallelism": parallelism, "changes": changes, "lake_rows": total,
+        "lake_files": len(rows),
         "lake_prefix": prefix, "job_id": job.job_id, "submit_s": job.submit_s,
         "seconds_running_to_committed": round(seconds, 2),
         "changes_per_s": round(total / seconds) if seconds > 0 else None,
@@ -283,9 +239,11 @@ def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int
 # --- freshness -----------------------------------------------------------------------------------------------
 
 def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: int, seed: int, parallelism: int,
-                      checkpoint_ms: int, poll_s: float, drain_s: float) -> dict[str, Any]:
+                      checkpoint_ms: int, poll_s: float, drain_s: float, job_kind: JobUnderTest = JobUnderTest(),
+                      first_order_id: int = FRESHNESS_FIRST_ORDER_ID) -> dict[str, Any]:
     prefix = f"bench/freshness-{now_ms()}"
-    log(f"freshness: submitting a job into s3://lake/{prefix} (checkpoint interval {checkpoint_ms} ms)")
+    log(f"freshness, {job_kind.label}: submitting a job into s3://lake/{prefix} (checkpoint interval "
+        f"{checkpoint_ms} ms)")
     watch = LakeVisibility.for_stack(stack, prefix)
     visible: dict[ChangeId, SeenFile] = {}
     processed: dict[ChangeId, int] = {}
@@ -300,12 +258,12 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
                     visible[ch.cid], processed[ch.cid], lake_gtid[ch.cid] = f, ch.processed_ms, ch.gtid
 
     workload = generate(WorkloadConfig(seed=seed, duration_s=seconds, rate=rate, concurrency=concurrency,
-                                       first_order_id=FRESHNESS_FIRST_ORDER_ID))
+                                       first_order_id=first_order_id))
     client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
     client.seed_customers()   # the dimension the job joins; before the job's start offsets
     start_offsets = topic_end(stack)
     job = start_job(stack, prefix, start_offsets, parallelism=parallelism, checkpoint_interval_ms=checkpoint_ms,
-                    name="bench-freshness")
+                    name="bench-freshness", **job_kind.options())
     cpu = CpuMeter(stack)
     try:
         with LakePoller(watch, poll_s, on_new=attribute) as poller:
@@ -338,7 +296,10 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
             # first by GTID (cheap), then the topic is read for every change's coordinates: reading it while the
             # changes are still on their way would take CPU from the pipeline under measurement
             drain_start = time.monotonic()
-            while time.monotonic() < drain_start + drain_s:
+            # the baseline drops changes by its own identity, so some transactions never show: wait only a few
+            # checkpoints for it before reading the topic
+            pre_wait_s = drain_s if job_kind.baseline is None else min(drain_s, 3 * checkpoint_ms / 1000 + 2)
+            while time.monotonic() < drain_start + pre_wait_s:
                 with lock:
                     if set(committed_txn) <= set(lake_gtid.values()):
                         break
@@ -347,8 +308,15 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
             # every orders change of those transactions, as Debezium published it: identity -> commit time
             committed: dict[ChangeId, int] = {}
             to_topic: list[int] = []
-            for ch in topic.changes:
+            row_keys: set[tuple[int, int, bool]] = set()
+            dropped_by_identity = 0
+            for ch in topic.changes:   # topic order: a key's changes share a partition, in binlog order
                 if ch.gtid in committed_txn and ch.cid not in committed:
+                    if job_kind.baseline is not None:   # what the baseline keeps: first of its row key
+                        if ch.row_key in row_keys:
+                            dropped_by_identity += 1
+                            continue
+                        row_keys.add(ch.row_key)
                     committed[ch.cid] = committed_txn[ch.gtid]
                     to_topic.append(ch.kafka_ts_ms - committed_txn[ch.gtid])
             txns_in_topic = {ch.gtid for ch in topic.changes if ch.gtid in committed_txn}
@@ -374,6 +342,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
     freshness = latency_summary(upper)
     target = checkpoint_ms + FRESHNESS_SLACK_MS
     return {
+        "job": job_kind.label, "dropped_by_identity": dropped_by_identity,
         "lake_prefix": prefix, "job_id": job.job_id, "parallelism": parallelism, "seed": seed,
         "checkpoint_interval_ms": checkpoint_ms, "poll_interval_ms": round(poll_s * 1000),
         "listing_ms_p50": listing[len(listing) // 2] if listing else None,
@@ -383,7 +352,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
         "transactions_not_in_topic": len(committed_txn) - len(txns_in_topic),
         "topic_records_read": topic.records, "topic_records_per_table": topic.per_table,
         "changes_committed": len(committed), "lake_rows_gtid_mismatch": len(gtid_mismatch),
-        "achieved_changes_per_s": round(len(committed) / applied_s) if applied_s > 0 else None,
+        "achieved_changes_per_s": round((len(committed) + dropped_by_identity) / applied_s) if applied_s > 0 else None,
         "schedule_lag_ms": latency_summary([max(0, x) for x in lags]),
         "freshness_ms": freshness, "freshness_ms_lower_bound": latency_summary(lower),
         "commit_to_topic_ms": latency_summary(to_topic),
@@ -414,14 +383,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--poll-ms", type=int, default=200, help="lake listing interval (default 200)")
     ap.add_argument("--drain-seconds", type=float, default=60, help="freshness: wait for the last changes")
     ap.add_argument("--seed", type=int, default=None, help="seed of the pre-load values and the workload")
+    ap.add_argument("--state-backend", default="hashmap",
+                    help="state backend(s) of today's job, e.g. hashmap,rocksdb (each is measured)")
+    ap.add_argument("--baseline", default=BASELINE_REV,
+                    help=f"also measure the job of this git revision at p=1 (default {BASELINE_REV}: main before "
+                         "the change identity from the source log); 'none' to skip")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="throughput: skip the unmeasured warm-up job (the TaskManager's JIT) before the first one")
     ap.add_argument("--json", action="store_true", help="also print every figure as JSON")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     parallelisms = [int(p) for p in args.parallelism.split(",") if p.strip()]
+    backends = [b.strip() for b in args.state_backend.split(",") if b.strip()]
     concurrency = args.concurrency or max(4, round(args.rate / 100))
     log(f"seed {seed} (replay with --seed {seed})")
     result: dict[str, Any] = {"seed": seed, "args": vars(args)}
-    with Stack.up(load_config(), label="bench-job") as stack:
+    with ExitStack() as cleanup:
+        old = None if args.baseline == "none" else cleanup.enter_context(baseline_job(args.baseline))
+        if old is not None:
+            result["baseline"] = {"rev": old.rev, "commit": old.commit}
+            log(f"baseline: the job of {old.rev} ({old.commit[:12]})")
+        # p=1 is compared with the baseline; every state backend is measured at every parallelism
+        kinds = [JobUnderTest(state_backend=b) for b in backends]
+        stack = cleanup.enter_context(Stack.up(load_config(), label="bench-job"))
         result["stack_up_s"] = round(stack.timings["total"], 1)
         if args.only in (None, "throughput"):
             plan = PreloadPlan.of(args.changes, PRELOAD_FIRST_ORDER_ID)
@@ -429,17 +413,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             d = result["debezium_preload"]
             log(f"Debezium published {d['changes']} changes in {d['debezium_published_s']}s "
                 f"({d['debezium_changes_per_s']}/s)")
+            timeout_s = 120 + changes / 500
+            if not args.no_warmup:
+                log("warm-up job (not measured): the first job on a fresh TaskManager pays its JIT compilation")
+                measure_throughput(stack, start_offsets, changes, 1, args.checkpoint_ms, args.poll_ms / 1000,
+                                   timeout_s)
             result["throughput"] = []
             for p in parallelisms:
-                r = measure_throughput(stack, start_offsets, changes, p, args.checkpoint_ms,
-                                       args.poll_ms / 1000, timeout_s=120 + changes / 500)
-                log(f"parallelism {p}: {r['lake_rows']} rows in {r['seconds_running_to_committed']}s "
-                    f"= {r['changes_per_s']} changes/s")
-                result["throughput"].append(r)
+                runs = kinds + ([JobUnderTest(baseline=old)] if old is not None and p == 1 else [])
+                for kind in runs:
+                    r = measure_throughput(stack, start_offsets, changes, p, args.checkpoint_ms,
+                                           args.poll_ms / 1000, timeout_s, kind)
+                    log(f"parallelism {p}, {kind.label}: {r['lake_rows']} rows in "
+                        f"{r['seconds_running_to_committed']}s = {r['changes_per_s']} changes/s")
+                    result["throughput"].append(r)
         if args.only in (None, "freshness"):
-            result["freshness"] = measure_freshness(
-                stack, args.rate, args.seconds, concurrency, seed, args.freshness_parallelism, args.checkpoint_ms,
-                args.poll_ms / 1000, args.drain_seconds)
+            runs = kinds + ([JobUnderTest(baseline=old)] if old is not None else [])
+            result["freshness_runs"] = [
+                measure_freshness(stack, args.rate, args.seconds, concurrency, seed, args.freshness_parallelism,
+                                  args.checkpoint_ms, args.poll_ms / 1000, args.drain_seconds, kind,
+                                  first_order_id=FRESHNESS_FIRST_ORDER_ID + k * FRESHNESS_ID_STRIDE)
+                for k, kind in enumerate(runs)]
     print_report(result)
     if args.json:
         print(json.dumps(result, indent=1, default=str))
@@ -480,7 +474,7 @@ def print_report(result: dict[str, Any]) -> None:
               f"= {d['debezium_changes_per_s']} changes/s" + (f"; NOTE {d['note']}" if "note" in d else ""))
     for r in result.get("throughput", []):
         verdict = "meets" if (r["changes_per_s"] or 0) >= THROUGHPUT_TARGET else "below"
-        print(f"throughput p={r['parallelism']}: {r['lake_rows']}/{r['changes']} changes committed in "
+        print(f"throughput p={r['parallelism']}, {r['job']}: {r['lake_rows']}/{r['changes']} changes committed in "
               f"{r['seconds_running_to_committed']}s after RUNNING = {r['changes_per_s']} changes/s "
               f"({verdict} the {THROUGHPUT_TARGET}/s target)"
               + (f"; PROBLEM: {r['problem']}" if "problem" in r else ""))
@@ -491,12 +485,14 @@ def print_report(result: dict[str, Any]) -> None:
               f"committed {ph['last_row_to_committed']}")
         _print_checkpoints(r["checkpoints"])
         _print_cpu(r["cpu"])
-    if "freshness" in result:
-        f = result["freshness"]
+    for f in result.get("freshness_runs", []):
         fm = f["freshness_ms"]
-        print(f"freshness: offered {f['offered_rate']:g}/s for {f['seconds']:g}s, achieved "
+        print(f"freshness, {f['job']}: offered {f['offered_rate']:g}/s for {f['seconds']:g}s, achieved "
               f"{f['achieved_changes_per_s']} changes/s ({f['changes_committed']} committed, schedule lag p99 "
               f"{f['schedule_lag_ms'].get('p99')} ms), checkpoint interval {f['checkpoint_interval_ms']} ms")
+        if f["dropped_by_identity"]:
+            print(f"  NOTE this job's identity dropped {f['dropped_by_identity']} committed changes (updates that "
+                  "left version alone, re-inserted ids): freshness is of the changes it kept")
         if fm["count"]:
             print(f"  commit->visible in lake (ms): p50 {fm['p50']} p95 {fm['p95']} p99 {fm['p99']} max {fm['max']} "
                   f"(lower bound p99 {f['freshness_ms_lower_bound']['p99']}; poll {f['poll_interval_ms']} ms); "
@@ -514,6 +510,40 @@ def print_report(result: dict[str, Any]) -> None:
               f"src_gtid disagrees); not visible: {f['not_visible']} {f['not_visible_examples']}")
         _print_checkpoints(f["checkpoints"])
         _print_cpu(f["cpu"])
+    for line in comparison(result):
+        print(line)
+
+
+def comparison(result: dict[str, Any]) -> list[str]:
+    """Today's job against the baseline (throughput at p=1, freshness p99), and the deduplication state a
+    steady rate would hold over the whole TTL, extrapolated from the measured bytes per change."""
+    lines: list[str] = []
+    p1 = [r for r in result.get("throughput", []) if r["parallelism"] == 1 and r["changes_per_s"]]
+    base = next((r for r in p1 if r["job"].startswith("baseline")), None)
+    if base is not None:
+        for r in p1:
+            if r is not base:
+                ratio = r["changes_per_s"] / base["changes_per_s"]
+                lines.append(f"compared at p=1: {r['job']} {r['changes_per_s']}/s vs {base['job']} "
+                             f"{base['changes_per_s']}/s = {ratio:.2f}x (target >= 0.90x: "
+                             f"{'met' if ratio >= 0.9 else 'NOT met'})")
+    fresh = [f for f in result.get("freshness_runs", []) if f["freshness_ms"].get("count")]
+    fbase = next((f for f in fresh if f["job"].startswith("baseline")), None)
+    if fbase is not None:
+        for f in fresh:
+            if f is not fbase:
+                a, b = f["freshness_ms"]["p99"], fbase["freshness_ms"]["p99"]
+                lines.append(f"compared freshness p99: {f['job']} {a} ms vs {fbase['job']} {b} ms "
+                             f"({'no worse' if a <= b else f'{a - b} ms worse'})")
+    ttl_s = JobConfig(bootstrap="", lake_root="").dedup_ttl_ms / 1000
+    for r in result.get("throughput", []):
+        dedup = (r["checkpoints"] or {}).get("dedup_state")
+        if dedup and r["lake_rows"]:
+            per = dedup / r["lake_rows"]
+            steady = per * STEADY_RATE * ttl_s
+            lines.append(f"dedup state, {r['job']} p={r['parallelism']}: {per:.0f} B per change held; at "
+                         f"{STEADY_RATE}/s over the {ttl_s / 3600:g} h TTL that is {human_bytes(steady)}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 - ``start_job`` / ``attach_current``: a fresh job into its own lake prefix at given topic offsets; a handle on
   the stack ``./run cdc-chaos up`` started.
 - ``binlog_end``: the database's binlog position now (``SHOW MASTER STATUS``).
+- ``CpuMeter``: CPU per stack process and per TaskManager thread between two points, and RSS.
 - ``latency_summary``: count, p50/p95/p99/max/mean of a list of milliseconds (nearest rank).
 
 The job a locust run watches is started with the CLI: ``./run cdc-chaos job submit --name locust --prefix
@@ -25,11 +26,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow.parquet as pq
 import requests
 
+from benchmarks.baseline import BaselineJob
 from flink_job.sql import JobConfig
 from harness import kafka_client
 from harness.lake import LakeFile, LakeReader
@@ -205,14 +209,19 @@ class RunningJob:
 
 
 def start_job(stack: Stack, lake_prefix: str, start_offsets: dict[int, int], *, parallelism: int = 1,
-              checkpoint_interval_ms: int = 3000, name: str = "bench") -> RunningJob:
+              checkpoint_interval_ms: int = 3000, name: str = "bench", baseline: BaselineJob | None = None,
+              **options: Any) -> RunningJob:
     """A fresh job (no state) reading ``orders_cdc`` from ``start_offsets`` into ``s3://<bucket>/<lake_prefix>``;
-    returns once the job and every task is RUNNING."""
+    returns once the job and every task is RUNNING.  ``baseline``: an older revision's job instead of today's
+    (``options`` are further JobConfig fields of today's job)."""
     pipeline = Pipeline(stack)
     cfg = new_job_config(stack, lake_prefix, name, start_offsets, via_proxy=False,
-                         checkpoint_interval_ms=checkpoint_interval_ms, parallelism=parallelism)
+                         checkpoint_interval_ms=checkpoint_interval_ms, parallelism=parallelism, **options)
     t0 = time.monotonic()
-    job_id = pipeline.submit(cfg)
+    if baseline is None:
+        job_id = pipeline.submit(cfg)
+    else:
+        job_id = pipeline.submit_code(baseline.code_root, baseline.config(cfg), pipeline.checkpoint_dir(cfg))
     submit_s = time.monotonic() - t0
     try:
         pipeline.wait_running(job_id)
@@ -250,6 +259,7 @@ class TopicChange:
     kafka_ts_ms: int
     partition: int
     offset: int
+    row_key: tuple[int, int, bool]    # (order_id, version, is_delete): the identity of the pre-issue-12 job
 
 
 @dataclass
@@ -294,9 +304,12 @@ def read_topic_changes(stack: Stack, start_offsets: dict[int, int], until: tuple
             if file is not None and p is not None and coordinate_key(str(file), int(p)) >= mark:
                 passed.add(rec.partition)
             if table == ORDERS_TABLE and env.get("op") in ("c", "u", "d", "r"):
-                cid = (str(file), int(p or 0), int(src.get("row") or 0), str(env["op"]))
+                op = str(env["op"])
+                cid = (str(file), int(p or 0), int(src.get("row") or 0), op)
+                image = (env.get("before") if op == "d" else env.get("after")) or {}
+                row_key = (int(image.get("order_id") or 0), int(image.get("version") or 0), op == "d")
                 changes.append(TopicChange(cid, src.get("gtid"), src.get("ts_ms"), rec.timestamp_ms,
-                                           rec.partition, rec.offset))
+                                           rec.partition, rec.offset, row_key))
         pos = {p: max(pos.get(p, 0), ends[p]) for p in ends}
         if passed >= set(ends):
             return TopicChanges(changes, records, per_table, dict(start_offsets), pos,
@@ -365,6 +378,84 @@ def human_bytes(n: Any) -> str:
 def attach_current() -> Stack:
     """The stack ``./run cdc-chaos up`` started (or ``$CDC_CHAOS_RUN_DIR``'s)."""
     return Stack.attach(current_run_dir())
+
+
+# --- what limited it: CPU per component and per TaskManager thread, checkpoint durations ---------------------
+
+class CpuMeter:
+    """CPU used between start() and stop(): per stack process (and this benchmark process), and per thread of
+    each TaskManager JVM.  Flink names its task threads after their operator chain ("Source: cdc_typed...",
+    "Deduplicate[4]..."), so the hottest thread says which part of the job limits throughput.  (Flink's REST
+    rate metrics are no use for a run of seconds: the REST metric cache refreshes every 10 s.)"""
+
+    SELF = "bench (python)"
+
+    def __init__(self, stack: Stack) -> None:
+        self.procs: dict[str, psutil.Process] = {self.SELF: psutil.Process()}
+        for name, comp in stack.components.items():
+            for member, proc in comp.processes.items():
+                if proc.pid and psutil.pid_exists(proc.pid):
+                    self.procs[f"{name}/{member}"] = psutil.Process(proc.pid)
+
+    def _cpu(self) -> dict[str, float]:
+        out = {}
+        for name, p in self.procs.items():
+            try:
+                total = sum(p.cpu_times()[:2])
+                if name != self.SELF:   # the stack's processes are this process's children: not ours to count
+                    total += sum(sum(c.cpu_times()[:2]) for c in p.children(recursive=True))
+            except psutil.Error:
+                continue
+            out[name] = total
+        return out
+
+    def _threads(self) -> dict[str, dict[str, float]]:
+        """CPU seconds per thread name (/proc comm, 15 characters) of each TaskManager."""
+        out: dict[str, dict[str, float]] = {}
+        for name, p in self.procs.items():
+            if "taskmanager" not in name:
+                continue
+            per: dict[str, float] = {}
+            try:
+                for t in p.threads():
+                    try:
+                        comm = Path(f"/proc/{p.pid}/task/{t.id}/comm").read_text().strip()
+                    except OSError:
+                        continue
+                    per[comm] = per.get(comm, 0.0) + t.user_time + t.system_time
+            except psutil.Error:
+                continue
+            out[name] = per
+        return out
+
+    def rss(self) -> dict[str, int]:
+        """Resident memory now per stack process (with its children), in bytes."""
+        out = {}
+        for name, p in self.procs.items():
+            if name == self.SELF:
+                continue
+            try:
+                out[name] = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+            except psutil.Error:
+                continue
+        return out
+
+    def start(self) -> None:
+        self._t0, self._cpu0, self._threads0 = time.monotonic(), self._cpu(), self._threads()
+        psutil.cpu_percent(None)
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self._t0
+        cpu1, threads1 = self._cpu(), self._threads()
+        per = {k: round(100 * (cpu1[k] - v) / wall) for k, v in self._cpu0.items() if k in cpu1}
+        hot: dict[str, dict[str, int]] = {}
+        for tm, threads in threads1.items():
+            before = self._threads0.get(tm, {})
+            pct = {n: round(100 * (s - before.get(n, 0.0)) / wall) for n, s in threads.items()}
+            hot[tm] = dict(sorted(((n, v) for n, v in pct.items() if v >= 2), key=lambda kv: -kv[1])[:8])
+        return {"seconds": round(wall, 1), "machine_cpu_pct_of_all_cores": psutil.cpu_percent(None),
+                "cores": psutil.cpu_count(), "process_cpu_pct": dict(sorted(per.items(), key=lambda kv: -kv[1])),
+                "taskmanager_thread_cpu_pct": hot}
 
 
 # --- statistics ----------------------------------------------------------------------------------------------
