@@ -1,7 +1,7 @@
 """End-to-end capacity: a stepped load, database commit -> Debezium -> Kafka -> Flink -> committed Parquet.
 
     python -m benchmarks.bench_e2e [--steps 1000,2000,5000,10000,20000] [--step-seconds 60]
-                                   [--variants correct,no_dedup] [--state-backend hashmap]
+                                   [--variants correct,no_dedup] [--state-backend rocksdb]
                                    [--connections 8] [--batch 100] [--checkpoint-ms 3000] [--seed N] [--json]
 
 One fresh stack; per job variant a fresh job started at the source's position now; then each step offers its
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--steps", default="1000,2000,5000,10000,20000", help="offered changes/s per step")
     ap.add_argument("--step-seconds", type=float, default=60)
     ap.add_argument("--variants", default="correct,no_dedup", help="job variants, one after the other")
-    ap.add_argument("--state-backend", default="hashmap", choices=("hashmap", "rocksdb"))
+    ap.add_argument("--state-backend", default="rocksdb", choices=("hashmap", "rocksdb"))
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--batch", type=int, default=100, help="changes per transaction")
     ap.add_argument("--checkpoint-ms", type=int, default=3000)

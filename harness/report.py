@@ -101,6 +101,8 @@ def render_html(result: dict[str, Any], directory: Path | None = None, nav: str 
 <h1>{html.escape(result.get('name', 'run'))} <span class="verdict" style="background:{colour}">{verdict['verdict']}</span></h1>
 <p>expected: <b>{html.escape(expectation)}</b> · seed <b>{result.get('seed')}</b> · {html.escape(fresh_txt)} ·
 workload {stats.get('workload_s')} s, run {stats.get('wall_s')} s</p>
+<p id="phases" class="muted">where the run's time went: {html.escape(', '.join(f'{k} {v} s' for k, v in
+(stats.get('phases_s') or {}).items()) or 'not recorded')}</p>
 <p>replay: <code id="replay">{html.escape(result.get('replay', ''))}</code></p>
 <p id="windows">windows reached: {html.escape(', '.join(result.get('windows') or []) or 'none')}</p>
 <p class="muted">{html.escape(result.get('summary', '').splitlines()[0] if result.get('summary') else '')}</p>

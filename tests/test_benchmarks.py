@@ -42,7 +42,9 @@ def test_state_backends() -> None:
     cfg = JobConfig(bootstrap="b:1", lake_root="s3://lake/x", state_backend="rocksdb")
     assert table_config(cfg)["state.backend.type"] == "rocksdb"
     assert table_config(cfg)["execution.checkpointing.incremental"] == "true"
-    assert table_config(JobConfig(bootstrap="b:1", lake_root="s3://l"))["state.backend.type"] == "hashmap"
+    assert table_config(JobConfig(bootstrap="b:1", lake_root="s3://l", state_backend="hashmap"))[
+        "state.backend.type"] == "hashmap"
+    assert JobConfig(bootstrap="b:1", lake_root="s3://l").state_backend == "rocksdb"   # the default: see sql.py
     with pytest.raises(ValueError, match="unknown state backend"):
         JobConfig(bootstrap="b:1", lake_root="s3://l", state_backend="memory")
 
