@@ -165,13 +165,18 @@ class JobUnderTest:
 
     state_backend: str = JobConfig(bootstrap="", lake_root="").state_backend
     baseline: BaselineJob | None = None
+    extra: tuple[tuple[str, str], ...] = ()     # further Flink settings of today's job (a tuning under test)
 
     @property
     def label(self) -> str:
-        return f"baseline {self.baseline.rev}" if self.baseline else f"current ({self.state_backend})"
+        if self.baseline:
+            return f"baseline {self.baseline.rev}"
+        return f"current ({self.state_backend}" + "".join(f", {k}={v}" for k, v in self.extra) + ")"
 
     def options(self) -> dict[str, Any]:
-        return {"baseline": self.baseline} if self.baseline else {"state_backend": self.state_backend}
+        if self.baseline:
+            return {"baseline": self.baseline}
+        return {"state_backend": self.state_backend, "extra": dict(self.extra)}
 
 
 def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int, parallelism: int,
@@ -391,6 +396,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=None, help="seed of the pre-load values and the workload")
     ap.add_argument("--state-backend", default=JobConfig(bootstrap="", lake_root="").state_backend,
                     help="state backend(s) of today's job, e.g. hashmap,rocksdb (each is measured)")
+    ap.add_argument("--flink-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further Flink setting for today's job, e.g. execution.checkpointing.unaligned.enabled=true")
     ap.add_argument("--baseline", default=BASELINE_REV,
                     help=f"also measure the job of this git revision at p=1 (default {BASELINE_REV}: main before "
                          "the change identity from the source log); 'none' to skip")
@@ -410,7 +417,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["baseline"] = {"rev": old.rev, "commit": old.commit}
             log(f"baseline: the job of {old.rev} ({old.commit[:12]})")
         # p=1 is compared with the baseline; every state backend is measured at every parallelism
-        kinds = [JobUnderTest(state_backend=b) for b in backends]
+        extra = tuple(tuple(o.split("=", 1)) for o in args.flink_option if "=" in o)
+        kinds = [JobUnderTest(state_backend=b, extra=extra) for b in backends]  # type: ignore[arg-type]
         stack = cleanup.enter_context(Stack.up(load_config(), label="bench-job"))
         result["stack_up_s"] = round(stack.timings["total"], 1)
         if args.only in (None, "throughput"):
