@@ -3,21 +3,29 @@ retained checkpoint, and the lake's documented schema.  Each test is a full run 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
+import os
 import random
 import time
 from typing import Any
 
+import psutil
 import pyarrow.parquet as pq
+import pytest
 
+from flink_job.sql import JobConfig
 from harness import kafka_client
+from harness.config import REPO_ROOT, load_config
+from harness.install.flink import ensure_flink
 from harness.lake import LakeReader
 from harness.lake_schema import CHANGE_SCHEMA
 from harness.nemesis import Nemesis, Recovery, Schedule
-from harness.pipeline import Pipeline
+from harness.pipeline import JobError, JobPlanner, Pipeline
 from harness.result import RunResult
+from harness.rundir import RunDir
 from harness.runner import RunSpec, allocate_order_ids, run
 from harness.stack import Stack
 from harness.workload import Workload
@@ -225,3 +233,26 @@ def test_enrichment_is_the_customer_row_the_order_commit_saw(stack: Stack, seed:
     wrong = result.verdict.anomalies["ENRICHMENT_WRONG"]
     assert result.found() == {"ENRICHMENT_WRONG"}, result.summary
     assert {e["order_id"] for e in wrong["examples"]} == set(placed), wrong
+
+
+def test_job_planner_answers_a_failed_submission_and_leaves_nothing_behind(run_dir: RunDir) -> None:
+    """The long-lived planner (a real PyFlink gateway JVM): a submission that fails once the JVM is up (a job
+    asking for specific offsets without giving any) is an error answered to the caller, the planner stays up for
+    the next one, and closing it ends the planner and its JVM."""
+    env = {**os.environ, "FLINK_HOME": str(ensure_flink(load_config())), "PYTHONPATH": str(REPO_ROOT)}
+    planner = JobPlanner(env, run_dir.path / "job-planner.log")
+    cfg = JobConfig(bootstrap="127.0.0.1:1", lake_root="s3://lake/planner-test", startup_mode="specific-offsets")
+    request = {"config": dataclasses.asdict(cfg), "rest": "127.0.0.1:1", "restore": None,
+               "checkpoint_dir": "s3://lake/checkpoints/planner-test"}
+    try:
+        for _ in range(2):   # the second answer proves the planner survived the first failure
+            with pytest.raises(JobError, match="specific-offsets"):
+                planner.submit(request, timeout=180)
+        family = [planner.proc.pid] + [c.pid for c in psutil.Process(planner.proc.pid).children(recursive=True)]
+        assert len(family) >= 2, "the planner should have started PyFlink's gateway JVM"
+    finally:
+        planner.close()
+    deadline = time.monotonic() + 15
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in family):
+        assert time.monotonic() < deadline, "the planner or its JVM outlived close()"
+        time.sleep(0.2)
