@@ -188,22 +188,26 @@ def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth
     stats: dict[str, Any] = {"changes": len(wanted)}
     missing: set[tuple[str, int, int, str]] = set(wanted)
     ends: dict[int, int] = {}
+    read_to = dict(start_offsets)          # each poll reads only what was appended since the last one
+    snapshot_end: int | None = None
     while time.monotonic() < deadline:
         try:
             ends = kafka_client.end_offsets(bootstrap, topic)
-            records = kafka_client.read_range(bootstrap, topic, start_offsets, ends, timeout=30)
+            records = kafka_client.read_range(bootstrap, topic, read_to, ends, timeout=30)
         except Exception as exc:  # noqa: BLE001 - keep waiting while the broker recovers
             stats["last_error"] = str(exc)
             time.sleep(1)
             continue
-        missing = wanted - {_identity(r.value) for r in records if r.value}
+        read_to = {p: max(read_to.get(p, 0), e) for p, e in ends.items()}
+        missing -= {_identity(r.value) for r in records if r.value}
         # a change Debezium never published because a complete snapshot re-read the state after it (its
         # position was purged, or its offsets lost) will never come: the snapshot accounts for it
-        snapshot_end = max((p for r in records if r.value and (p := _snapshot_end(r.value)) is not None),
-                           default=None)
+        ends_here = [p for r in records if r.value and (p := _snapshot_end(r.value)) is not None]
+        if ends_here:
+            snapshot_end = max(ends_here + ([snapshot_end] if snapshot_end is not None else []))
         if snapshot_end is not None:
             covered = {m for m in missing if truth.coordinate_key(m[0], m[1]) < snapshot_end}
-            stats["superseded_by_snapshot"] = len(covered)
+            stats["superseded_by_snapshot"] = stats.get("superseded_by_snapshot", 0) + len(covered)
             missing -= covered
         if not missing:
             break

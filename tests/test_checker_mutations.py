@@ -24,9 +24,6 @@ from harness.lake_schema import CHANGE_SCHEMA, LATE_TABLE, MAIN_TABLE, partition
 from harness.runner import Evidence, RunSpec, run_with_evidence
 from harness.stack import Stack
 
-# one live lake (a full run) per module, not one per xdist worker (`./run test` uses --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("live-lake")
-
 _INDEX = itertools.count(200)
 
 

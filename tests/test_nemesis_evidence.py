@@ -40,9 +40,6 @@ from harness.nemesis import (
 from harness.pipeline import Pipeline
 from harness.stack import Stack
 
-# one running job per module, not one per xdist worker (`./run test` uses --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("nemesis-job")
-
 # --- recorded REST answers (Flink 2.2, one job of parallelism 1 on taskmanager-2 of two;
 # trimmed from a live stack) -------------------
 

@@ -16,9 +16,6 @@ from synthetic_runs import sample_store
 from harness.site import write_site
 from harness.store import RunStore
 
-# one Chromium per module, not one per xdist worker (`./run test` uses --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("browser")
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
