@@ -53,6 +53,7 @@ from benchmarks.e2e import (
     start_job,
     topic_end,
 )
+from flink_job.sql import DEFAULT_STATE_BACKEND, STATE_BACKENDS
 from harness import kafka_client
 from harness.config import load_config
 from harness.pipeline import Pipeline
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--steps", default="1000,2000,5000,10000,20000", help="offered changes/s per step")
     ap.add_argument("--step-seconds", type=float, default=60)
     ap.add_argument("--variants", default="correct,no_dedup", help="job variants, one after the other")
-    ap.add_argument("--state-backend", default="rocksdb", choices=("hashmap", "rocksdb"))
+    ap.add_argument("--state-backend", default=DEFAULT_STATE_BACKEND, choices=tuple(STATE_BACKENDS))
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--batch", type=int, default=100, help="changes per transaction")
     ap.add_argument("--checkpoint-ms", type=int, default=3000)

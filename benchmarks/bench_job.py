@@ -58,7 +58,7 @@ from benchmarks.e2e import (
     start_job,
     topic_end,
 )
-from flink_job.sql import JobConfig
+from flink_job.sql import DEFAULT_DEDUP_TTL_MS, DEFAULT_STATE_BACKEND
 from harness.config import load_config
 from harness.runner import wait_caught_up
 from harness.stack import Stack
@@ -163,7 +163,7 @@ def preload(stack: Stack, plan: PreloadPlan, seed: int, chunk: int = 5000,
 class JobUnderTest:
     """Which job a measurement runs: today's (with a state backend) or an older revision's."""
 
-    state_backend: str = JobConfig(bootstrap="", lake_root="").state_backend
+    state_backend: str = DEFAULT_STATE_BACKEND
     baseline: BaselineJob | None = None
     extra: tuple[tuple[str, str], ...] = ()     # further Flink settings of today's job (a tuning under test)
 
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--poll-ms", type=int, default=200, help="lake listing interval (default 200)")
     ap.add_argument("--drain-seconds", type=float, default=60, help="freshness: wait for the last changes")
     ap.add_argument("--seed", type=int, default=None, help="seed of the pre-load values and the workload")
-    ap.add_argument("--state-backend", default=JobConfig(bootstrap="", lake_root="").state_backend,
+    ap.add_argument("--state-backend", default=DEFAULT_STATE_BACKEND,
                     help="state backend(s) of today's job, e.g. hashmap,rocksdb (each is measured)")
     ap.add_argument("--flink-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a further Flink setting for today's job, e.g. execution.checkpointing.unaligned.enabled=true")
@@ -549,7 +549,7 @@ def comparison(result: dict[str, Any]) -> list[str]:
                 a, b = f["freshness_ms"]["p99"], fbase["freshness_ms"]["p99"]
                 lines.append(f"compared freshness p99: {f['job']} {a} ms vs {fbase['job']} {b} ms "
                              f"({'no worse' if a <= b else f'{a - b} ms worse'})")
-    ttl_s = JobConfig(bootstrap="", lake_root="").dedup_ttl_ms / 1000
+    ttl_s = DEFAULT_DEDUP_TTL_MS / 1000
     for r in result.get("throughput", []):
         dedup = (r["checkpoints"] or {}).get("dedup_state")
         if dedup and r["lake_rows"]:

@@ -99,6 +99,10 @@ STATUS_CATEGORY = {"pending": "open", "paid": "open", "shipped": "in_flight", "d
                    "cancelled": "cancelled", "returned": "cancelled"}
 
 
+DEFAULT_STATE_BACKEND = "rocksdb"     # see JobConfig.state_backend
+DEFAULT_DEDUP_TTL_MS = 3_600_000      # see the module docstring: longer than any re-send window
+
+
 @dataclass(frozen=True)
 class JobConfig:
     bootstrap: str
@@ -112,12 +116,12 @@ class JobConfig:
     out_of_orderness_ms: int = 5000        # the routing bound B: a change this far behind is late
     commit_bound_ms: int = 1000            # commit times in the binlog are whole seconds, nearly in order
     idle_timeout_ms: int = 0               # 0: no idleness; heartbeats keep every partition moving
-    dedup_ttl_ms: int = 3_600_000
+    dedup_ttl_ms: int = DEFAULT_DEDUP_TTL_MS
     # RocksDB with incremental checkpoints: the dedup state over the 1 h TTL is ~270 MiB on the heap at 1,000
     # changes/s (79 B per change, benchmarks.bench_job), more than a full heap checkpoint every 3 s can carry;
     # incremental checkpoints upload only what changed (~0.35 MiB per checkpoint there).  "hashmap" is faster
     # (1.3x in the same benchmark) for short runs with little state.
-    state_backend: str = "rocksdb"
+    state_backend: str = DEFAULT_STATE_BACKEND
     parallelism: int = 1
     startup_mode: str = "earliest-offset"  # first start; a restore resumes from checkpointed offsets
     startup_offsets: tuple[tuple[int, int], ...] = ()   # (partition, offset) for 'specific-offsets'
