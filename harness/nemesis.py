@@ -488,6 +488,23 @@ def _checkpoint_evidence(probe: JobProbe, obs: Observation) -> Verification:
                         f"not fail over{wait}")
 
 
+def gate_delta(before: dict[str, Any] | None, end: dict[str, Any] | None, what: str) -> dict[str, int]:
+    """Per S3 operation, how many of the job's requests the S3 gate counted (``what``: ``requests`` or
+    ``injected``) between two of its ``/stats`` readings; operations with none are left out."""
+    before, end = before or {}, end or {}
+    delta = {op: int(v.get(what, 0)) - int(before.get(op, {}).get(what, 0)) for op, v in end.items()}
+    return {op: n for op, n in delta.items() if n > 0}
+
+
+def _gate_ops(stack: Stack) -> dict[str, Any] | None:
+    """The S3 gate's per-operation counters, or None on a stack without a gate (its evidence is then absent)."""
+    try:
+        ops: dict[str, Any] = stack.proxy.gate_stats()["ops"]
+        return ops
+    except Exception:  # noqa: BLE001 - a stack without the gate (or a gate that died) gives no gate evidence
+        return None
+
+
 def _kafka_before(probe: JobProbe) -> dict[str, Any]:
     return {"offsets": probe.offsets(), "log_sizes": probe.log_sizes(), "clock": probe.job_clock()}
 
@@ -968,11 +985,9 @@ class S3RequestFault(Nemesis):
         return {"cleared": True}
 
     def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
-        before, end = obs.before.get("gate") or {}, obs.end.get("gate") or {}
-        hit = {op: v["injected"] - before.get(op, {}).get("injected", 0) for op, v in end.items()}
-        seen = {op: v["requests"] - before.get(op, {}).get("requests", 0) for op, v in end.items()}
-        hit = {op: n for op, n in hit.items() if n > 0}
-        evidence = {"injected": hit, "requests_during_fault": {op: n for op, n in seen.items() if n > 0}}
+        hit = gate_delta(obs.before.get("gate"), obs.end.get("gate"), "injected")
+        evidence = {"injected": hit, "requests_during_fault": gate_delta(obs.before.get("gate"),
+                                                                         obs.end.get("gate"), "requests")}
         if hit:
             return Verification(True, evidence, f"the gate answered the job's {sum(hit.values())} request(s) "
                                 f"with {self.mode}: {hit}")
@@ -1669,17 +1684,31 @@ class NetworkFault(Nemesis):
         self.route = route
         self.name = f"{self.kind}-{route}"
 
+    #: a fault that slows the route without cutting it: any request of the job that crossed it meanwhile paid
+    #: the fault, so the S3 gate (behind the proxy, on the job's route only) seeing one is proof it reached the job
+    slows_traffic = False
+
     # evidence: ``s3`` -- checkpoints overlapping the fault failed, slowed or were held (or the job failed
-    # over); ``kafka`` -- the job's committed offsets froze while the topic grew, its Kafka clients logged
-    # broken connections, or (drops) it reconnected through the proxy during the fault
+    # over), or, for a slowing fault, the job's S3 requests crossed the route while it was on; ``kafka`` -- the
+    # job's committed offsets froze while the topic grew, its Kafka clients logged broken connections, or
+    # (drops) it reconnected through the proxy during the fault
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
-        return _job_state(probe, job_id) if self.route == "s3" else _kafka_before(probe)
+        if self.route == "s3":
+            return {**_job_state(probe, job_id), "gate": _gate_ops(stack)}
+        return _kafka_before(probe)
 
     def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
-        return {} if self.route == "s3" else _kafka_end(stack, probe)
+        return {"gate": _gate_ops(stack)} if self.route == "s3" else _kafka_end(stack, probe)
 
     def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
         if self.route == "s3":
+            crossed = gate_delta(obs.before.get("gate"), obs.end.get("gate"), "requests")
+            if self.slows_traffic and crossed:
+                # a checkpoint's own slowdown is drowned by its noise (1-5 s at rest on 2 cores) for a short
+                # fault; the requests that paid it are not
+                return Verification(True, {"requests_during_fault": crossed},
+                                    f"{sum(crossed.values())} S3 request(s) of the job crossed the route while "
+                                    f"the {self.kind} was on: {crossed}")
             return poll_evidence(lambda: _checkpoint_evidence(probe, obs), self.verify_timeout_s)
         routes = stack.proxy.route_names("kafka")
         return poll_evidence(lambda: _kafka_evidence(stack, probe, obs, proxy_routes=routes), self.verify_timeout_s)
@@ -1737,6 +1766,7 @@ class NetworkLatency(ToxicFault):
 
     kind = "network-latency"
     toxic_type = "latency"
+    slows_traffic = True
 
     def __init__(self, route: str, latency_ms: int = 500, jitter_ms: int = 100) -> None:
         super().__init__(route)
@@ -1751,6 +1781,7 @@ class NetworkBandwidth(ToxicFault):
 
     kind = "network-bandwidth"
     toxic_type = "bandwidth"
+    slows_traffic = True
 
     def __init__(self, route: str, rate_kbps: int = 32) -> None:
         super().__init__(route)

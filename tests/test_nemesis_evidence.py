@@ -21,6 +21,8 @@ from harness.nemesis import (
     NO_JOB,
     Nemesis,
     NemesisRunner,
+    NetworkLatency,
+    NetworkPartition,
     Observation,
     Pause,
     Recovery,
@@ -30,6 +32,7 @@ from harness.nemesis import (
     accepted_connections,
     checkpoint_status,
     checkpoints_hit,
+    gate_delta,
     hosting_members,
     kafka_errors_in,
     map_taskmanagers,
@@ -130,6 +133,34 @@ def test_checkpoints_hit_by_a_fault_window() -> None:
     # a normal checkpoint inside the window is not evidence either
     assert checkpoints_hit(HISTORY[:1], baseline, inject_ms=29_000, heal_ms=35_000)["hit"] == []
     assert checkpoint_status(HISTORY, 8) == "FAILED" and checkpoint_status(HISTORY, 42) is None
+
+
+GATE_BEFORE = {"PutObject": {"requests": 10, "injected": 0}, "UploadPart": {"requests": 4, "injected": 1}}
+GATE_END = {"PutObject": {"requests": 13, "injected": 0}, "UploadPart": {"requests": 4, "injected": 3},
+            "CompleteMultipartUpload": {"requests": 1, "injected": 0}}
+
+
+def test_gate_delta_counts_the_requests_between_two_readings() -> None:
+    assert gate_delta(GATE_BEFORE, GATE_END, "requests") == {"PutObject": 3, "CompleteMultipartUpload": 1}
+    assert gate_delta(GATE_BEFORE, GATE_END, "injected") == {"UploadPart": 2}
+    assert gate_delta(None, None, "requests") == {} and gate_delta(GATE_END, GATE_END, "requests") == {}
+
+
+def test_a_slowed_s3_route_is_effective_when_the_jobs_requests_crossed_it() -> None:
+    """Latency on the S3 route: the job's requests the gate counted while it was on paid it (a checkpoint's
+    own slowdown is too noisy to prove a short fault; CI once judged a 300 ms fault ineffective by it)."""
+    crossed = Observation("job", before={"gate": GATE_BEFORE}, end={"gate": GATE_END}, inject_ms=1, heal_ms=2)
+    found = NetworkLatency("s3", latency_ms=300).verify(None, None, crossed)  # type: ignore[arg-type]
+    assert found is not None and found.effective and "4 S3 request(s)" in found.why, found
+    # no request crossed: the gate proves nothing and the checkpoints must (no probe here: not effective)
+    still = Observation("job", before={"gate": GATE_END}, end={"gate": GATE_END}, inject_ms=1, heal_ms=2)
+    slow = NetworkLatency("s3")
+    slow.verify_timeout_s = 0
+    assert not slow.verify(None, None, still).effective  # type: ignore[arg-type, union-attr]
+    # a partition is never proven by requests crossing it (none should): only by checkpoints held or failed
+    cut = NetworkPartition("s3")
+    cut.verify_timeout_s = 0
+    assert not cut.verify(None, None, crossed).effective  # type: ignore[arg-type, union-attr]
 
 
 def test_offsets_frozen_only_while_the_topic_grew() -> None:

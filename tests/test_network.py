@@ -210,8 +210,8 @@ def test_run_through_a_network_fault_is_clean(stack: Stack, seed: int, name: str
                 if c["status"] == "FAILED" or c["trigger_timestamp"] + c["end_to_end_duration"] >= heal_ms - 1000]
         assert held, checkpoints
     elif fault == "latency-s3":
-        # every S3 request of a checkpoint pays 2 x 300 ms; without the fault one takes well under a second
-        slow = [c for c in _in_fault(checkpoints, inject_ms, heal_ms) if c["end_to_end_duration"] >= 2000]
-        assert slow, checkpoints
+        # every S3 request that crossed the route meanwhile paid 2 x 300 ms, and the gate behind it saw some
+        # (a checkpoint's own duration is no proof: 1-5 s at rest on 2 cores)
+        assert result.timeline[2].get("evidence", {}).get("requests_during_fault"), result.timeline[2]
     elif fault == "drops-kafka":
         assert reconnects > 0, "no connection of the job was dropped (it reconnected to none)"
