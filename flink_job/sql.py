@@ -3,15 +3,14 @@ Parquet in the lake.  Every operator runs in the JVM (no Python UDF on the hot p
 
 Data flow::
 
-    orders_cdc --json, from the earliest offset--> cdc_typed            (Flink time: the log clock)
-        -> started    (the records at or after the job's start offsets)
+    orders_cdc --json, from the job's start offsets--> cdc_typed            (Flink time: the log clock)
         -> routed     (routing watermark: a running max in checkpointed state, one global operator)
         -> changes    (orders rows only, valid envelopes; the heartbeat table's rows ride along as ticks)
         -> deduped    (first row wins per change identity, TTL)
         -> enriched   (event-time temporal join on the log clock with the customers dimension)
         -> restamped  (the change of clocks: Flink time becomes the commit time, ticks dropped after it)
         -> on time: lake_orders / late: lake_orders_late, partitioned dt/hr by event time
-    cdc_typed (every record: customers before the start too) -> customers_versions (versioned view, log clock)
+    orders_cdc --json, from the earliest offset--> cdc_dim -> customers_versions (versioned view, log clock)
     orders_cdc --raw--> cdc_raw --(not JSON)--> lake_dlq  <--(JSON but not a valid envelope)-- cdc_typed
 
 **Change identity.**  A change is where it sits in the source log: ``(source.file, source.pos, source.row,
@@ -67,9 +66,8 @@ markers by design.
 Debezium captures into the same topic: the customer's row as the order change's commit saw it, i.e. the last
 customers change *before it in the binlog*, through an event-time temporal join on the log clock.  A customer
 deleted or not yet existing gives NULL enrichment; the order is never dropped.  Deterministic across failover
-and replay: the join waits for the log-clock watermark of the one reader, which reads the whole topic from
-its earliest offset (the orders before the job's start offsets are dropped after it, the customers are kept),
-so every customers change before the order's place has been read.  A MariaDB event updates the ``cdc_heartbeat`` rows
+and replay: the join waits for the log-clock watermark of a second reader of the whole topic, so every
+customers change before the order's place has been read.  A MariaDB event updates the ``cdc_heartbeat`` rows
 every second and their keys reach every partition, so both clocks advance while the tables rest.  Routing is
 decided before the join; the join only delays rows by about a tick.  Limits: binlog file numbers up to
 29,000 (the log clock is a TIMESTAMP_LTZ(3)), and the join's state TTL (``dedup_ttl_ms``) forgets a customer
@@ -154,10 +152,7 @@ class JobConfig:
 #: whole state every checkpoint.
 STATE_BACKENDS: dict[str, dict[str, str]] = {
     "hashmap": {"state.backend.type": "hashmap"},
-    # timers on the heap: the temporal join and the TTL register one per key and watermark, and RocksDB timers
-    # cost a JNI round trip each (heap timers + object reuse: 3,954 -> 4,655 changes/s in benchmarks.bench_job)
-    "rocksdb": {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": "true",
-                "state.backend.rocksdb.timer-service.factory": "HEAP"},
+    "rocksdb": {"state.backend.type": "rocksdb", "execution.checkpointing.incremental": "true"},
 }
 
 
@@ -181,17 +176,13 @@ def table_config(cfg: JobConfig) -> dict[str, str]:
         "table.exec.source.idle-timeout": f"{cfg.idle_timeout_ms} ms",
         "table.exec.state.ttl": f"{cfg.dedup_ttl_ms} ms",
         "table.local-time-zone": "UTC",
-        "pipeline.object-reuse": "true",   # chained operators hand rows on without a copy (SQL operators allow it)
         **STATE_BACKENDS[cfg.state_backend],
         **cfg.extra,
     }
 
 
-# a row image of either captured table: the orders columns, then the customers columns the enrichment reads (one
-# reader of the topic serves both: parsing every record twice cost more than any operator of the job)
 _IMAGE = ("ROW<order_id BIGINT, customer_id INT, product STRING, quantity INT, unit_price STRING, "
-          "status STRING, event_time BIGINT, version INT, created_at BIGINT, updated_at BIGINT, "
-          "region STRING, segment STRING>")
+          "status STRING, event_time BIGINT, version INT, created_at BIGINT, updated_at BIGINT>")
 
 # TIMESTAMP_LTZ(3) -> epoch milliseconds, exactly: Flink allows no cast from TIMESTAMP_LTZ to a number, so
 # whole seconds since the epoch (the session zone is UTC) plus the millisecond of the second.
@@ -220,26 +211,13 @@ def _auto_commit(cfg: JobConfig) -> str:
                                          "'properties.auto.commit.interval.ms' = '500'")
 
 
-def _start_offsets(cfg: JobConfig) -> list[tuple[int, int]]:
-    """(partition, offset) where the job starts; none for ``earliest-offset``."""
+def _specific_offsets(cfg: JobConfig) -> str:
     if cfg.startup_mode != "specific-offsets":
-        return []
+        return ""
     if not cfg.startup_offsets:
         raise ValueError("startup_mode 'specific-offsets' needs startup_offsets")
-    return [(int(p), int(o)) for p, o in sorted(cfg.startup_offsets)]
-
-
-def _from_start(cfg: JobConfig) -> str:
-    """Is a record of ``cdc_typed`` at or after the job's start offsets?  (Its reader starts at the earliest
-    offset for the dimension's sake.)  A partition without a start offset is read from its earliest, as
-    Flink's ``specific-offsets`` does."""
-    whens = " ".join(f"WHEN {p} THEN kafka_offset >= {o}" for p, o in _start_offsets(cfg))
-    return f"CASE kafka_partition {whens} ELSE TRUE END" if whens else "TRUE"
-
-
-def _specific_offsets(cfg: JobConfig) -> str:
-    spec = ";".join(f"partition:{p},offset:{o}" for p, o in _start_offsets(cfg))
-    return f", 'scan.startup.specific-offsets' = '{spec}'" if spec else ""
+    spec = ";".join(f"partition:{p},offset:{o}" for p, o in sorted(cfg.startup_offsets))
+    return f", 'scan.startup.specific-offsets' = '{spec}'"
 
 
 def _sink(cfg: JobConfig, name: str, path: str, partitioned: bool) -> str:
@@ -348,8 +326,9 @@ def statements(cfg: JobConfig) -> Plan:
     rowtime = _rowtime(cfg)
     is_tick = f"source.`table` = '{cfg.tick_table}'"
     ddl = [
-        # from the earliest offset: the dimension needs every customers change; the job's own start is a filter
-        _source(cfg, "cdc_typed", "typed", f"`before` {_IMAGE}, `after` {_IMAGE}, event_time_ms AS {event_ms}",
+        _source(cfg, "cdc_typed", "typed", f"`before` {_IMAGE}, `after` {_IMAGE}, event_time_ms AS {event_ms}"),
+        _source(cfg, "cdc_dim", "dim", "`before` ROW<customer_id INT>, "
+                "`after` ROW<customer_id INT, region STRING, segment STRING>",
                 startup={"startup_mode": "earliest-offset"}),
         f"""CREATE TABLE cdc_raw (
             `value` BYTES,   -- bytes, not STRING: a dead letter need not be valid UTF-8
@@ -362,11 +341,8 @@ def statements(cfg: JobConfig) -> Plan:
         f"""CREATE TABLE lake_dlq ({flink_columns(DLQ_SCHEMA)}
         ) WITH ('connector' = 'filesystem', 'path' = '{cfg.lake_root}/orders_dlq', 'format' = 'parquet')""",
         # every record of the topic passes the routing operator, so its watermark covers Flink's
-        # the job's records: those at or after its start offsets (the customers before them feed the dimension)
-        f"""CREATE TEMPORARY VIEW started AS
-        SELECT * FROM cdc_typed WHERE {_from_start(cfg)}""",
         f"""CREATE TEMPORARY VIEW routed AS
-        SELECT *, {wm_expr} AS watermark_ms FROM started""",
+        SELECT *, {wm_expr} AS watermark_ms FROM cdc_typed""",
         # one row per change of the orders table, its routing decided here, before any join can delay it; the
         # clock's ticks (heartbeat rows) ride along to the change of clocks, and no further
         f"""CREATE TEMPORARY VIEW changes AS
@@ -391,7 +367,7 @@ def statements(cfg: JobConfig) -> Plan:
                    {rowtime},
                    ROW_NUMBER() OVER (PARTITION BY COALESCE(`after`.customer_id, `before`.customer_id)
                                       ORDER BY {rowtime} DESC) AS rn
-            FROM cdc_typed
+            FROM cdc_dim
             WHERE source.`table` = '{cfg.dimension_table}' AND {_dimension_ops(cfg)}
               AND COALESCE(`after`.customer_id, `before`.customer_id) IS NOT NULL)
         WHERE rn = 1""",
@@ -425,7 +401,7 @@ def statements(cfg: JobConfig) -> Plan:
         SELECT kafka_partition, kafka_offset, {ltz_to_ms('kafka_ts')}, CAST(NULL AS BYTES),
                CASE WHEN op IS NULL THEN 'not a Debezium change event' ELSE 'incomplete Debezium envelope' END,
                {ltz_to_ms('PROCTIME()')}
-        FROM started
+        FROM cdc_typed
         WHERE ({_valid_change(cfg)}) IS NOT TRUE
           -- other tables' events (the dimension, heartbeats) are not dead letters
           AND (source.`table` IS NULL OR source.`table` = '{cfg.table}')""",
