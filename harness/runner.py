@@ -171,15 +171,22 @@ def new_job_config(stack: Stack, prefix: str, name: str, start_offsets: dict[int
 
 
 def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth, start_offsets: dict[int, int],
-            group: str, timeout_s: float, checkpointing: bool = True) -> tuple[str | None, dict[str, Any]]:
+            group: str, timeout_s: float, checkpointing: bool = True,
+            commit_bound_ms: int = 1000) -> tuple[str | None, dict[str, Any]]:
     """Wait until the pipeline has caught up; returns (None, stats) or (why it is STALLED, stats).
 
     Caught up = (1) every committed change is in the topic (Debezium has published it), then (2) the job has
     committed offsets at least up to the topic's end (it has read it all and a checkpoint completed), then
-    (3) two more checkpoints completed, so the sink's files and partition commits are done too.  A job run
-    without checkpointing (a known-bad variant) commits offsets by the consumer's auto-commit and never
-    completes a checkpoint: step (3) is then a grace period, and what the lake lacks is judged as it is.
+    (3) the job's clock at its sink has passed the end of the writes (read is not processed: a join holds rows
+    until its watermark passes them, and the dimension's reader may still be catching up), then (4) two more
+    checkpoints completed, so the sink's files and partition commits are done too.  A job run without
+    checkpointing (a known-bad variant) commits offsets by the consumer's auto-commit and never completes a
+    checkpoint: step (4) is then a grace period, and what the lake lacks is judged as it is.
     """
+    # every write committed before now; a source record stamped a second after now (the database's tick)
+    # began after them, so it follows them in the log, and the sink's watermark passes this floor only once
+    # such a record went through every operator (its watermark is the largest commit time seen - the bound)
+    clock_floor_ms = int(time.time() * 1000) + 1000 - commit_bound_ms + 1
     bootstrap, topic = stack.kafka.bootstrap, stack.config.kafka.topic
     deadline = time.monotonic() + timeout_s
     t0 = time.monotonic()
@@ -229,6 +236,11 @@ def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth
     else:
         return f"the job did not consume up to the topic end {ends} (committed {done})", stats
     stats["consumed_s"] = round(time.monotonic() - t1, 2)
+    t2 = time.monotonic()
+    stalled_clock = wait_clock_past(pipeline, pipeline.current_job_id or job_id, clock_floor_ms, deadline)
+    if stalled_clock:
+        return stalled_clock, stats
+    stats["clock_passed_s"] = round(time.monotonic() - t2, 2)
     if not checkpointing:
         time.sleep(NO_CHECKPOINT_GRACE_S)
         stats["quiesced_s"] = round(time.monotonic() - t0, 2)
@@ -242,6 +254,27 @@ def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth
             return None, stats
         time.sleep(0.3)
     return "two checkpoints did not complete after the job caught up", stats
+
+
+def wait_clock_past(pipeline: Pipeline, job_id: str, floor_ms: int, deadline: float,
+                    no_watermark_s: float = 30.0) -> str | None:
+    """Wait until the job's sink watermark passes ``floor_ms``; None, or why it did not (a STALLED reason).
+    A job whose REST API reports no sink watermark for ``no_watermark_s`` is not held up by this step."""
+    t0 = time.monotonic()
+    wm: int | None = None
+    while time.monotonic() < deadline:
+        try:
+            wm = sink_watermark_ms(pipeline, job_id, settle_s=0.5)
+        except Exception:  # noqa: BLE001 - the REST API may lag right after a restart
+            wm = None
+        if wm is not None and wm >= floor_ms:
+            return None
+        if wm is None and time.monotonic() - t0 > no_watermark_s:
+            _LOG.warning("job %s reports no sink watermark; quiescence does not wait for its clock", job_id)
+            return None
+        time.sleep(0.5)
+    return (f"the job read the whole topic but its clock did not pass the end of the writes: sink watermark "
+            f"{wm}, needed {floor_ms} (rows may still be held in the job)")
 
 
 #: rows of ``cdc_heartbeat`` that the database's tick updates every second (stack/mysql/init.sql)
@@ -285,7 +318,7 @@ def gather(stack: Stack, pipeline: Pipeline, job: JobConfig, start_pos: tuple[st
     job_id = pipeline.current_job_id
     assert job_id is not None, "gather() needs a submitted job"
     stalled, qstats = quiesce(stack, pipeline, job_id, gt, start_offsets, pipeline.consumer_group(job), timeout_s,
-                              checkpointing=job.checkpointing)
+                              checkpointing=job.checkpointing, commit_bound_ms=job.commit_bound_ms)
     try:
         flink_wm = sink_watermark_ms(pipeline, pipeline.current_job_id or job_id)
     except Exception:  # noqa: BLE001 - without it MISSING_SUCCESS is not judged, which the counts say
