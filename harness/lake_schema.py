@@ -86,6 +86,13 @@ def flink_columns(schema: pa.Schema) -> str:
     return ", ".join(f"`{f.name}` {_flink_type(f.type)}" for f in schema)
 
 
+def flink_select(schema: pa.Schema, given: dict[str, str]) -> str:
+    """A select list in ``schema``'s order: the expression ``given`` for a column, else a typed NULL (one branch
+    of a UNION ALL that fills only some of the columns)."""
+    return ", ".join(f"{given[f.name]} AS `{f.name}`" if f.name in given
+                     else f"CAST(NULL AS {_flink_type(f.type)}) AS `{f.name}`" for f in schema)
+
+
 #: what each lake column means, for people: the README's column table is rendered from this and
 #: :data:`CHANGE_SCHEMA` (``python -m harness.lake_schema``), and a test fails when the two drift apart
 COLUMN_DOCS = {
