@@ -49,6 +49,7 @@ def build_and_submit(cfg: JobConfig, rest: str, restore: str | None, checkpoint_
         stream_env, EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build())
     for k, v in settings.items():   # table options must also be in the table config
         env.get_config().set(k, v)
+    _reset_node_ids(env)
     plan = statements(cfg)
     for stmt in plan.ddl:
         env.execute_sql(stmt)
@@ -70,6 +71,20 @@ def build_and_submit(cfg: JobConfig, rest: str, restore: str | None, checkpoint_
     if client is None:
         raise RuntimeError("the statement set produced no job")
     return str(client.get_job_id())
+
+
+def _reset_node_ids(env: Any) -> None:
+    """Number the planner's nodes from 1 again.  Operator ids (``table.exec.uid.generation: ALWAYS``) are
+    ``<node id>_<operator>``, and the planner counts nodes for the life of its JVM: without this, the same job
+    planned a second time by the long-lived planner (a resume, a rescale) would get new ids and could not map
+    its checkpointed state.  The counter is static in the planner's own class loader, hence the reflection."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    loader = env._j_tenv.getPlanner().getClass().getClassLoader()
+    context = loader.loadClass("org.apache.flink.table.planner.plan.nodes.exec.ExecNodeContext")
+    context.getMethod("resetIdCounter", gateway.new_array(gateway.jvm.Class, 0)) \
+        .invoke(None, gateway.new_array(gateway.jvm.Object, 0))
 
 
 #: marks the planner's answers on standard output (the JVM may print there too)

@@ -186,6 +186,14 @@ def table_config(cfg: JobConfig) -> dict[str, str]:
         "table.local-time-zone": "UTC",
         # operators hand records on without a defensive copy (no operator here keeps a reference to its input)
         "pipeline.object-reuse": "true",
+        # every operator gets an id from its plan node (``<node>_<operator>``), not from a hash of how operators
+        # are chained: chaining changes with the parallelism, and a savepoint must map onto the job at another
+        # parallelism (rescale).  flink_job.job numbers the nodes from 1 for each plan, so ids are stable
+        "table.exec.uid.generation": "ALWAYS",
+        # a savepoint keeps each operator's max parallelism, and a chain takes its head's: at parallelism 1 the
+        # file writer (128) and its partition committer (always 1) would chain, and the committer's state could
+        # not be restored at 2, where they cannot chain.  Only operators of equal max parallelism chain
+        "pipeline.operator-chaining.chain-operators-with-different-max-parallelism": "false",
         **STATE_BACKENDS[cfg.state_backend],
         **cfg.extra,
     }
