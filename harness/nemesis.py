@@ -32,14 +32,32 @@ from harness import log
 _LOG = log.get("nemesis")
 
 if TYPE_CHECKING:
-    from harness.pipeline import Pipeline
+    from flink_job.sql import JobConfig
+    from harness.pipeline import Pipeline, RetainedCheckpoint
     from harness.stack import Stack
 
 
 class Recovery(Protocol):
-    """What a nemesis may ask of the pipeline after healing (e.g. resume the job after a JobManager loss)."""
+    """What a nemesis may ask of the pipeline (``Pipeline`` is the one): resume the job after a JobManager
+    loss, and, for the faults that act as the job's operator, stop, cancel and resubmit it."""
+
+    current_job_id: str | None
+    current_config: JobConfig | None
 
     def after_jobmanager_restart(self) -> None: ...
+
+    def submit(self, cfg: JobConfig, restore: str | None = None, timeout: float = 300) -> str: ...
+
+    def wait_running(self, job_id: str, timeout: float = 180) -> None: ...
+
+    def stop_with_savepoint(self, job_id: str | None = None, timeout: float = 120) -> str: ...
+
+    def cancel(self, job_id: str | None = None) -> None: ...
+
+    def resume_latest(self, timeout: float = 300) -> str: ...
+
+    def retained_checkpoints(self, cfg: JobConfig | None = None,
+                             job_id: str | None = None) -> list[RetainedCheckpoint]: ...
 
 
 @dataclass
@@ -438,6 +456,11 @@ class Nemesis(abc.ABC):
     @abc.abstractmethod
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]: ...
 
+    def bind(self, recovery: Recovery | None) -> None:  # noqa: B027 - an optional hook, empty by default
+        """The run's pipeline, given before the schedule starts.  Most faults need it in ``heal`` only; a fault
+        that is an operator's action on the job (stop with a savepoint, cancel, resubmit) needs it in
+        ``inject`` too."""
+
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
         return {}
 
@@ -778,6 +801,317 @@ class JobManagerKill(ProcessKill):
             return Verification(False, evidence, "no resumed job is running after the heal")
 
         return poll_evidence(check, self.verify_timeout_s)
+
+
+# --- the operator's job lifecycle: rescale, restore, resume ---------------------------------------------------
+
+def job_shape(details: dict[str, Any], checkpoints: dict[str, Any]) -> dict[str, Any]:
+    """What the lifecycle faults judge a job by, from its ``/jobs/<id>`` and ``/jobs/<id>/checkpoints``: its
+    state, when it entered each state, each source vertex's parallelism, the checkpoint it was restored from
+    (None: a fresh start) and its latest completed checkpoint."""
+    latest = checkpoints.get("latest") or {}
+    return {"job": details.get("jid"), "state": details.get("state"),
+            "timestamps": {k: int(v) for k, v in (details.get("timestamps") or {}).items() if v},
+            "sources": {v.get("name", "")[:60]: int(v.get("parallelism") or 0) for v in details.get("vertices", [])
+                        if str(v.get("name", "")).startswith("Source:")},
+            "restored": ({k: latest["restored"].get(k) for k in ("id", "external_path", "is_savepoint")}
+                         if latest.get("restored") else None),
+            "latest_completed": (latest.get("completed") or {}).get("id")}
+
+
+def _job_shape(probe: JobProbe, job_id: str) -> dict[str, Any]:
+    return job_shape(probe.flink.job_details(job_id), probe.flink.checkpoint_stats(job_id))
+
+
+def from_retained_checkpoint(restored: dict[str, Any] | None) -> bool:
+    """Was a job restored from a retained checkpoint (``.../chk-<id>``)?  By its path: Flink's own
+    ``is_savepoint`` is true for any restore from a path given at submission, retained checkpoints included."""
+    path = str((restored or {}).get("external_path") or "")
+    return path.rstrip("/").rsplit("/", 1)[-1].startswith("chk-")
+
+
+def _at_parallelism(shape: dict[str, Any], parallelism: int) -> bool:
+    sources = shape.get("sources") or {}
+    return bool(sources) and all(p == parallelism for p in sources.values())
+
+
+def offsets_moved(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per partition, how far the job's committed offsets moved between two readings (``JobProbe.offsets``);
+    ``every`` when each partition of the topic moved (each is read by one source subtask)."""
+    if "committed" not in before or "committed" not in after:
+        return {"moved": {}, "every": False, "readable": False}
+    moved = {p: after["committed"].get(p, -1) - max(0, before["committed"].get(p, -1)) for p in after["ends"]}
+    return {"moved": moved, "every": bool(moved) and all(m > 0 for m in moved.values()), "readable": True}
+
+
+def rescale_evidence(stopped: str | None, rescaled: dict[str, Any], consumed: dict[str, Any],
+                     final: dict[str, Any], parallelism: int, back_to: int) -> Verification:
+    """A rescale reached the job when a new job (not the stopped one) ran with every source at ``parallelism``,
+    restored from the savepoint it was stopped with, the job's committed offsets moved on every partition while
+    it ran (it consumed, and checkpointed, at that parallelism), and after the heal another new job runs with
+    every source back at ``back_to``."""
+    evidence = {"stopped": stopped, "rescaled": rescaled, "consumed_while_rescaled": consumed, "final": final}
+    problems = []
+    if not rescaled.get("job") or rescaled.get("job") == stopped:
+        problems.append("no new job was started for the rescale")
+    elif not _at_parallelism(rescaled, parallelism):
+        problems.append(f"the rescaled job's sources ran at {rescaled.get('sources')}, not {parallelism}")
+    elif not rescaled.get("restored") or from_retained_checkpoint(rescaled["restored"]):
+        problems.append(f"the rescaled job was not restored from a savepoint ({rescaled.get('restored')})")
+    if not consumed.get("every"):
+        problems.append(f"the rescaled job did not commit offsets on every partition ({consumed.get('moved')})")
+    if not final.get("job") or final.get("job") in (stopped, rescaled.get("job")):
+        problems.append("no new job was started to scale back")
+    elif final.get("state") != "RUNNING" or not _at_parallelism(final, back_to):
+        problems.append(f"the final job is {final.get('state')} with sources at {final.get('sources')}, not "
+                        f"RUNNING at {back_to}")
+    if problems:
+        return Verification(False, evidence, "; ".join(problems))
+    return Verification(True, evidence, f"job {stopped} was stopped with a savepoint, {rescaled['job']} ran at "
+                        f"parallelism {parallelism} and consumed every partition, and {final['job']} runs at "
+                        f"{back_to} again")
+
+
+def older_restore_evidence(cancelled: dict[str, Any], chosen: int | None, resumed: dict[str, Any]) -> Verification:
+    """A restore from an older checkpoint reached the job when the new job was restored (Flink's own checkpoint
+    statistics) from the chosen checkpoint, that checkpoint is older than the latest one the cancelled job
+    completed, and the new job runs."""
+    restored = resumed.get("restored") or {}
+    latest = cancelled.get("latest_completed")
+    evidence = {"cancelled": cancelled, "chosen": chosen, "resumed": resumed}
+    if chosen is None or restored.get("id") != chosen or not from_retained_checkpoint(restored):
+        return Verification(False, evidence, f"the new job was not restored from checkpoint {chosen} "
+                            f"(restored: {restored or 'nothing'})")
+    if latest is None or chosen >= latest:
+        return Verification(False, evidence, f"checkpoint {chosen} is not older than the cancelled job's latest "
+                            f"completed one ({latest})")
+    if resumed.get("state") != "RUNNING":
+        return Verification(False, evidence, f"the restored job is {resumed.get('state')}, not RUNNING")
+    return Verification(True, evidence, f"job {resumed.get('job')} runs from checkpoint {chosen}, "
+                        f"{latest - chosen} older than the cancelled job's latest ({latest})")
+
+
+def terminal_failure_evidence(hosted: list[str], failed: dict[str, Any], resumed: dict[str, Any],
+                              inject_ms: int) -> Verification:
+    """A terminal failure reached the job when the killed TaskManager hosted its tasks, the job then went FAILED
+    (it gave up: no restart), and a new job restored from a retained checkpoint (not a savepoint) runs."""
+    evidence = {"hosting_killed": hosted, "failed": failed, "resumed": resumed}
+    failed_ms = (failed.get("timestamps") or {}).get("FAILED", 0)
+    restored = resumed.get("restored") or {}
+    if not hosted:
+        return Verification(False, evidence, "the killed TaskManager hosted no task of the job")
+    if failed.get("state") != "FAILED" or failed_ms < inject_ms:
+        return Verification(False, evidence, f"job {failed.get('job')} did not go FAILED after the kill (it is "
+                            f"{failed.get('state')}): its restart strategy did not give up")
+    if not resumed.get("job") or resumed.get("job") == failed.get("job") or resumed.get("state") != "RUNNING":
+        return Verification(False, evidence, "no new job is running after the FAILED one")
+    if restored.get("id") is None or not from_retained_checkpoint(restored):
+        return Verification(False, evidence, f"job {resumed.get('job')} was not restored from a retained "
+                            f"checkpoint (restored: {restored or 'nothing'})")
+    return Verification(True, evidence, f"job {failed.get('job')} went FAILED "
+                        f"{(failed_ms - inject_ms) / 1000:.1f} s after the kill and {resumed['job']} runs, resumed "
+                        f"from its checkpoint {restored['id']}")
+
+
+class OperatorAction(Nemesis):
+    """An operator's action on the job itself (stop with a savepoint, cancel, resubmit) through the run's
+    pipeline, which the runner gives it (``bind``) before the schedule starts."""
+
+    _recovery: Recovery | None = None
+
+    def bind(self, recovery: Recovery | None) -> None:
+        self._recovery = recovery
+
+    def pipeline(self) -> Recovery:
+        if self._recovery is None or self._recovery.current_config is None:
+            raise RuntimeError(f"{self.name} acts on the job through the run's pipeline, and it has no job")
+        return self._recovery
+
+
+class Rescale(OperatorAction):
+    """Rescale the running job as an operator does: stop it with a savepoint and resume it from that savepoint
+    at ``parallelism``; on heal stop it with a savepoint again and resume it at the parallelism it had.  The
+    job's keyed state (dedup, joins) is redistributed over the key groups and its Kafka splits over the source
+    subtasks each way.  Effective when a new job ran with its sources at ``parallelism`` restored from the
+    savepoint, the job's offsets moved on every partition while it ran, and after the heal another new job
+    runs at the original parallelism.  Needs stable operator ids (README, "Rescaling")."""
+
+    name = "rescale"
+    verify_timeout_s = 30.0
+    #: how long the rescaled job may take to commit offsets on every partition before it is scaled back
+    consume_timeout_s = 45.0
+
+    def __init__(self, parallelism: int = 2) -> None:
+        self.parallelism = parallelism
+        self._original: int | None = None      # the parallelism to scale back to
+        self._savepoint: str | None = None     # taken, not yet resumed from (a submission failed)
+        self._probe: JobProbe | None = None
+
+    def _move(self, pipeline: Recovery, parallelism: int) -> dict[str, Any]:
+        """Stop the job with a savepoint (unless an earlier move left one not resumed) and resume it from it at
+        ``parallelism``."""
+        import dataclasses
+
+        assert pipeline.current_config is not None
+        stopped = None
+        if self._savepoint is None:
+            stopped = pipeline.current_job_id
+            self._savepoint = pipeline.stop_with_savepoint()
+        savepoint = self._savepoint
+        job = pipeline.submit(dataclasses.replace(pipeline.current_config, parallelism=parallelism),
+                              restore=savepoint)
+        self._savepoint = None
+        pipeline.wait_running(job)
+        return {"stopped": stopped, "savepoint": savepoint, "job": job, "parallelism": parallelism}
+
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        self._probe = probe      # the inject reads the offsets the rescaled job starts from through it
+        return {"shape": _job_shape(probe, job_id)}
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        pipeline = self.pipeline()
+        assert pipeline.current_config is not None
+        self._original = pipeline.current_config.parallelism
+        moved = self._move(pipeline, self.parallelism)
+        return {"from_parallelism": self._original, **moved,
+                "offsets_at_start": self._probe.offsets() if self._probe is not None else {}}
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        """The job's committed offsets before it is scaled back, once the rescaled job committed on every
+        partition (it commits on each completed checkpoint) or ``consume_timeout_s`` passed: a heal due while
+        the rescaled job was still deploying would otherwise scale it back before it consumed anything."""
+        start = obs.inject.get("offsets_at_start") or {}
+        deadline = time.monotonic() + self.consume_timeout_s
+        while True:
+            now = probe.offsets()
+            if offsets_moved(start, now)["every"] or time.monotonic() >= deadline:
+                return {"offsets": now}
+            time.sleep(1.0)
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        if self._original is None and self._savepoint is None:
+            return {"rescaled": False}          # the inject never stopped the job
+        return self._move(self.pipeline(), self._original or 1)
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        rescaled_job = obs.inject.get("job")
+        consumed = offsets_moved(obs.inject.get("offsets_at_start") or {}, obs.end.get("offsets") or {})
+        back_to = int(obs.inject.get("from_parallelism") or 1)
+
+        def check() -> Verification:
+            final = probe.job_id()
+            return rescale_evidence(obs.job_id, _job_shape(probe, rescaled_job) if rescaled_job else {},
+                                    consumed, _job_shape(probe, final) if final else {}, self.parallelism,
+                                    back_to)
+
+        return poll_evidence(check, self.verify_timeout_s)
+
+
+class RestoreOlderCheckpoint(OperatorAction):
+    """An operator's mistake: cancel the job and resume it from a retained checkpoint ``older_by`` checkpoints
+    before its latest (the JobManager must retain that many: ``execution.checkpointing.num-retained``).  The
+    chosen checkpoint is the latest one at the inject; the job is cancelled once ``older_by`` more have
+    completed, so the files they committed hold changes written meanwhile.  The offsets and the dedup state
+    rewind to the chosen checkpoint, but those files stay in the lake (an append-only file sink cannot take a
+    commit back), so the changes since are written again: the checker convicts DUPLICATE.  Effective when the
+    new job was restored (Flink's own checkpoint statistics) from a checkpoint older than the latest one the
+    cancelled job completed, and runs."""
+
+    name = "restore-older-checkpoint"
+    #: how long the inject waits for ``older_by`` checkpoints after the chosen one
+    checkpoints_timeout_s = 90.0
+
+    def __init__(self, older_by: int = 2) -> None:
+        if older_by < 1:
+            raise ValueError("older_by must be at least 1: 0 is the latest checkpoint, an ordinary resume")
+        self.older_by = older_by
+        self._cancelled_unresumed = False
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        pipeline = self.pipeline()
+        assert pipeline.current_config is not None
+        running = pipeline.current_job_id
+        retained = pipeline.retained_checkpoints(job_id=running)
+        if not retained:
+            raise RuntimeError(f"job {running} has no retained checkpoint to choose")
+        chosen = retained[-1]
+        deadline = time.monotonic() + self.checkpoints_timeout_s
+        # the job runs on until ``older_by`` newer checkpoints completed (or it is left running)
+        while len(newer := [c for c in retained if c.id > chosen.id]) < self.older_by:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"job {running} completed {len(newer)} checkpoint(s) after {chosen.id} in "
+                                   f"{self.checkpoints_timeout_s:.0f} s (retained: {[c.id for c in retained]}), "
+                                   f"not {self.older_by}; does the JobManager's execution.checkpointing."
+                                   f"num-retained keep {self.older_by + 1}?")
+            time.sleep(1.0)
+            retained = pipeline.retained_checkpoints(job_id=running)
+        pipeline.cancel(running)
+        self._cancelled_unresumed = True
+        job = pipeline.submit(pipeline.current_config, restore=chosen.path)
+        self._cancelled_unresumed = False
+        pipeline.wait_running(job)
+        return {"cancelled": running, "retained": [c.id for c in retained], "chosen": chosen.id,
+                "from": chosen.path, "job": job}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        # the files committed after the chosen checkpoint are the fault's lasting harm: nothing takes them back.
+        # Only a job left cancelled by a failed resubmission is resumed (from the latest checkpoint, as it should)
+        if self._cancelled_unresumed:
+            self._cancelled_unresumed = False
+            return {"resumed": self.pipeline().resume_latest()}
+        return {}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        cancelled, job = obs.inject.get("cancelled"), obs.inject.get("job")
+        return poll_evidence(lambda: older_restore_evidence(
+            _job_shape(probe, cancelled) if cancelled else {}, obs.inject.get("chosen"),
+            _job_shape(probe, job) if job else {}), self.verify_timeout_s)
+
+
+class TerminalFailureResume(TaskManagerKill):
+    """A job whose restart strategy gives up (e.g. ``restart-strategy.type: none`` in its options) loses the
+    TaskManager hosting its tasks and goes FAILED; on heal the TaskManager is restarted and, as an operator
+    would, the job is resumed from its latest retained checkpoint (Flink retains it on failure).  Effective
+    when the killed TaskManager hosted the job, the job went FAILED (Flink's REST state), and a new job
+    restored from a retained checkpoint runs."""
+
+    name = "terminal-failure-resume"
+    #: how long the heal waits for the job to give up (Flink notices a lost TaskManager within its heartbeat
+    #: timeout)
+    fail_timeout_s = 60.0
+
+    def __init__(self, target: str = "job") -> None:
+        super().__init__(target=target)
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        from harness.pipeline import Pipeline
+
+        out = super().heal(stack, recovery)     # the TaskManager back
+        failed = self._job_id
+        state = None
+        if failed is not None:
+            rest = Pipeline(stack)              # only its read-only REST helpers
+            deadline = time.monotonic() + self.fail_timeout_s
+            while (state := rest.job_details(failed).get("state")) not in ("FAILED", "CANCELED", "FINISHED") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.5)
+        out["job_state"] = state
+        # resume only a job that gave up: one that restarted by itself is still running, and a second copy
+        # of it would write the lake twice
+        if state == "FAILED" and recovery is not None:
+            out["resumed"] = recovery.resume_latest()
+        return out
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        hosted = sorted(set(obs.inject.get("killed", [])) & set(obs.before.get("placement", {}).get("hosting", {})))
+
+        def check() -> Verification:
+            assert obs.job_id is not None
+            now = probe.job_id()
+            return terminal_failure_evidence(hosted, _job_shape(probe, obs.job_id),
+                                             _job_shape(probe, now) if now else {}, obs.inject_ms)
+
+        return poll_evidence(check, self.verify_timeout_s if hosted else 0)
 
 
 class BrokerKill(ProcessKill):
@@ -1499,6 +1833,8 @@ class NemesisRunner:
         self.rng = rng
         self.recovery = recovery
         self.probe = probe or JobProbe.for_run(stack, job=job, recovery=recovery)
+        for fault in schedule.faults:
+            fault.nemesis.bind(recovery)
         self.timeline: list[FaultEvent] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

@@ -76,6 +76,16 @@ class JobRecord:
                    submitted_ms=raw["submitted_ms"])
 
 
+@dataclass(frozen=True)
+class RetainedCheckpoint:
+    """A complete checkpoint left in the job's checkpoint dir on S3 (Flink retains it on cancel and failure)."""
+
+    id: int
+    job_id: str          # the job that wrote it (its directory under the checkpoint dir)
+    path: str            # s3://<bucket>/checkpoints/<group>/<job id>/chk-<id>, what a restore is given
+    modified_ms: int     # when its _metadata was written
+
+
 def _messages(text: str) -> str:
     """A submission's output without the Java stack frames (the exception messages stay)."""
     return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(("at ", "... ")))[-6000:]
@@ -243,24 +253,32 @@ class Pipeline:
 
         wait_until(running, timeout, f"job {job_id} and all its tasks to be RUNNING")
 
-    def latest_retained_checkpoint(self, cfg: JobConfig | None = None) -> str | None:
-        """The newest complete checkpoint (has ``_metadata``) in the job's checkpoint dir, from S3 itself."""
+    def retained_checkpoints(self, cfg: JobConfig | None = None, job_id: str | None = None) -> list[RetainedCheckpoint]:
+        """The complete checkpoints (those with ``_metadata``) in the job's checkpoint dir, from S3 itself, oldest
+        first; only those ``job_id`` wrote when given.  A job restored from an older checkpoint numbers its own
+        from there, so two jobs' directories may hold the same id: the later written sorts last."""
         cfg = cfg or self.current_config
         if cfg is None:
-            return None
+            return []
         bucket = self.stack.config.s3.bucket
         prefix = self.checkpoint_dir(cfg).removeprefix(f"s3://{bucket}/") + "/"
         client = self.stack.s3.client()
-        best: tuple[int, str] | None = None
+        found = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                key = obj["Key"]
-                parts = key.split("/")
-                if parts[-1] == "_metadata" and parts[-2].startswith("chk-"):
-                    n = int(parts[-2][4:])
-                    if best is None or n > best[0]:
-                        best = (n, f"s3://{bucket}/{'/'.join(parts[:-1])}")
-        return best[1] if best else None
+                parts = obj["Key"].split("/")
+                if parts[-1] != "_metadata" or not parts[-2].startswith("chk-") or len(parts) < 3:
+                    continue
+                if job_id is not None and parts[-3] != job_id:
+                    continue
+                found.append(RetainedCheckpoint(int(parts[-2][4:]), parts[-3], f"s3://{bucket}/{'/'.join(parts[:-1])}",
+                                                int(obj["LastModified"].timestamp() * 1000)))
+        return sorted(found, key=lambda c: (c.id, c.modified_ms))
+
+    def latest_retained_checkpoint(self, cfg: JobConfig | None = None) -> str | None:
+        """The newest complete checkpoint in the job's checkpoint dir, from S3 itself."""
+        retained = self.retained_checkpoints(cfg)
+        return retained[-1].path if retained else None
 
     def resume_latest(self, timeout: float = 300) -> str:
         """Resume the current job from its latest retained checkpoint (e.g. after the JobManager was lost)."""

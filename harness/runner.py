@@ -40,6 +40,8 @@ class RunSpec:
     workload: dict[str, Any] = field(default_factory=dict)      # WorkloadConfig overrides
     schedule: Callable[[random.Random, float], Schedule] = lambda rng, d: Schedule.none()
     job_variant: str = "correct"
+    # Flink options for this run's job (JobConfig.extra), over the job's own: e.g. a restart strategy
+    job_options: dict[str, str] = field(default_factory=dict)
     checkpoint_interval_ms: int = 3000
     quiesce_timeout_s: float = 240.0   # a job that restarts after a fault may need a while under load
     replay: str = ""
@@ -412,7 +414,8 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
     phases.mark("source_position")
     prefix = f"runs/{spec.name}-seed{spec.seed}-{index}-{int(time.time())}"
     job = new_job_config(stack, prefix, f"{spec.name}-{index}", start_offsets,
-                         checkpoint_interval_ms=spec.checkpoint_interval_ms, variant=spec.job_variant)
+                         checkpoint_interval_ms=spec.checkpoint_interval_ms, variant=spec.job_variant,
+                         extra=dict(spec.job_options))
     monitor = LagMonitor(stack.kafka.bootstrap, pipeline.consumer_group(job), stack.config.kafka.topic)
     try:
         job_id = pipeline.submit(job)

@@ -133,8 +133,8 @@ def scenario_from(doc: dict[str, Any], faults: list[dict[str, Any]] | None = Non
     fixed = doc["faults"] if faults is None else faults
     return Scenario(doc["scenario"], doc.get("what", ""), "replayed from schedule.json",
                     lambda rng, d: Schedule.from_description(fixed), workload=doc.get("workload") or {},
-                    job_variant=doc.get("job_variant", "correct"), expect=frozenset(doc.get("expect") or ()),
-                    stack=doc.get("stack") or {})
+                    job_variant=doc.get("job_variant", "correct"), job_options=doc.get("job_options") or {},
+                    expect=frozenset(doc.get("expect") or ()), stack=doc.get("stack") or {})
 
 
 def target_classes(found: set[str]) -> set[str]:

@@ -29,11 +29,14 @@ from harness.nemesis import (
     NetworkLatency,
     NetworkPartition,
     Pause,
+    Rescale,
+    RestoreOlderCheckpoint,
     S3RequestFault,
     Schedule,
     SchemaChange,
     StorageOutage,
     TaskManagerKill,
+    TerminalFailureResume,
 )
 from harness.report import report_dir, write_report
 from harness.result import RunResult
@@ -60,6 +63,7 @@ class Scenario:
     schedule: ScheduleFn = lambda rng, d: Schedule.none()
     workload: dict[str, Any] = field(default_factory=dict)
     job_variant: str = "correct"
+    job_options: dict[str, str] = field(default_factory=dict)   # Flink options for the job (JobConfig.extra)
     expect: frozenset[str] = frozenset()         # empty: must be CLEAN; else: must convict with one of these
     stack: dict[str, dict[str, Any]] = field(default_factory=dict)   # stack.toml overrides (e.g. 3 brokers)
     nightly_only: bool = False                   # too slow for the ci profile: run by nightly and load profiles
@@ -102,7 +106,8 @@ class Scenario:
 
     def spec(self, seed: int, duration_s: float, rate: float, replay: str) -> RunSpec:
         return RunSpec(name=self.name, seed=seed, duration_s=duration_s, rate=rate, workload=self.workload,
-                       schedule=self.schedule, job_variant=self.job_variant, replay=replay)
+                       schedule=self.schedule, job_variant=self.job_variant, job_options=self.job_options,
+                       replay=replay)
 
 
 @dataclass
@@ -163,7 +168,8 @@ def write_schedule(directory: Path, scenario: Scenario, result: RunResult, durat
         faults.append({**fault, "drawn": target})
     wl = result.stats.workload
     doc = {"schema_version": SCHEDULE_SCHEMA_VERSION, "scenario": scenario.name, "what": scenario.what,
-           "job_variant": scenario.job_variant, "expect": sorted(scenario.expect), "stack": scenario.stack,
+           "job_variant": scenario.job_variant, "job_options": scenario.job_options,
+           "expect": sorted(scenario.expect), "stack": scenario.stack,
            "workload": scenario.workload, "seed": result.seed, "duration_s": duration_s, "rate": rate,
            "anchor_ms": wl.get("anchor_ms"), "first_order_id": wl.get("first_order_id"), "faults": faults,
            "found": sorted(result.found()), "windows": result.windows()}
@@ -187,6 +193,26 @@ SCENARIOS: list[Scenario] = [
              "(between barrier and commit), restart it 4 s later",
              "pending files of the aborted checkpoint are neither committed twice nor lost",
              at(lambda: TaskManagerKill(during_checkpoint=True), 0.3, 4)),
+    # --- the job's lifecycle under load: what an operator does to a running job ------------------------
+    Scenario("restore_older_checkpoint", "mid-stream, once two more checkpoints completed after the latest one, "
+             "cancel the job and resume it from that one (the JobManager retains 3), not from the latest",
+             "the suite sees what an operator's restore from an older checkpoint does to an append-only lake: "
+             "offsets and dedup state rewind, but the files committed after that checkpoint stay, so every "
+             "change since is written again (DUPLICATE; the rewound watermark also routes some second copies to "
+             "the other table: LATE_MISROUTED). Restore only from the latest checkpoint, or first delete the "
+             "files committed after the chosen one",
+             at(lambda: RestoreOlderCheckpoint(older_by=2), 0.3, 3), expect=frozenset({"DUPLICATE"}),
+             nightly_only=True),   # documents what the operator's action does; the job cannot prevent it
+    Scenario("rescale", "mid-stream, stop the job with a savepoint and resume it at parallelism 2; 6 s later stop it "
+             "again and resume it at 1",
+             "a job rescaled by an operator (keyed dedup and join state redistributed over key groups, Kafka splits "
+             "over source subtasks) neither loses nor duplicates, each way",
+             at(lambda: Rescale(parallelism=2), 0.3, 6)),
+    Scenario("resume_after_terminal_failure", "a job whose restart strategy gives up (none) loses the "
+             "TaskManager hosting it and goes FAILED; the TaskManager is restarted and the operator resumes the "
+             "job from its latest retained checkpoint",
+             "a FAILED job resumed by hand from the checkpoint Flink retained on failure is exactly-once",
+             at(lambda: TerminalFailureResume(), 0.3, 4), job_options={"restart-strategy.type": "none"}),
     Scenario("broker_kill", "SIGKILL the Kafka broker, restart it 5 s later",
              "producers (Connect) and the job's source recover without loss", at(lambda: BrokerKill(), 0.3, 5)),
     Scenario("broker_leader_kill_3", "3 brokers (RF=3, min ISR 2): SIGKILL the leader of a seeded orders_cdc "

@@ -4,6 +4,7 @@ path, and the typed result's serialisation: pure, no stack."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -98,3 +99,24 @@ def test_schedule_json_names_each_faults_target_by_its_index(tmp_path: Path) -> 
     doc = json.loads(write_schedule(tmp_path, BY_NAME["baseline"], result, 20, 100).read_text())
     assert [f["drawn"] for f in doc["faults"]] == [{"killed": ["broker"]}, {"route": "kafka"}]
     assert doc["seed"] == 7 and doc["faults"][0]["spec"] == {"kind": "BrokerKill", "args": [], "kwargs": {}}
+
+
+def test_readme_lists_every_catalogue_scenario() -> None:
+    """The README's scenario table names each scenario of the catalogue (a row may name several)."""
+    from harness.config import REPO_ROOT
+    from scenarios.catalogue import SCENARIOS
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Scenarios"):readme.index("### Run profiles")]
+    named = {name.strip().split(" ")[0] for row in section.splitlines() if row.startswith("| ")
+             for name in re.split(r"[,/]", row.split("|")[1])}
+    assert [s.name for s in SCENARIOS if s.name not in named] == []
+
+
+def test_a_scenarios_job_options_reach_its_run_and_its_schedule(tmp_path: Path) -> None:
+    from scenarios.catalogue import write_schedule
+
+    scenario = BY_NAME["resume_after_terminal_failure"]
+    assert scenario.spec(1, 20, 100, "").job_options == {"restart-strategy.type": "none"}
+    doc = json.loads(write_schedule(tmp_path, scenario, _result(), 20, 100).read_text())
+    assert doc["job_options"] == {"restart-strategy.type": "none"}

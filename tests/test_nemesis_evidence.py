@@ -26,6 +26,8 @@ from harness.nemesis import (
     Observation,
     Pause,
     Recovery,
+    Rescale,
+    RestoreOlderCheckpoint,
     Schedule,
     TaskManagerKill,
     Verification,
@@ -34,11 +36,16 @@ from harness.nemesis import (
     checkpoints_hit,
     gate_delta,
     hosting_members,
+    job_shape,
     kafka_errors_in,
     map_taskmanagers,
     offsets_frozen,
+    offsets_moved,
+    older_restore_evidence,
+    rescale_evidence,
     resent_changes,
     restarted_since,
+    terminal_failure_evidence,
 )
 from harness.pipeline import Pipeline
 from harness.stack import Stack
@@ -194,6 +201,206 @@ def test_kafka_client_errors_and_proxy_reconnects_are_counted() -> None:
         ("2026-01-01T10:00:06Z", "Accepted client", "kafka"), ("2026-01-01T10:00:30Z", "Accepted client", "kafka")])
     t0 = 1767261600000   # 2026-01-01T10:00:00Z
     assert accepted_connections(proxy_log, ["kafka"], t0, t0 + 10_000) == 2
+
+
+# --- the job's lifecycle: rescale, restore from an older checkpoint, resume after a terminal failure ----------
+
+def _job(jid: str, state: str = "RUNNING", parallelism: int = 1, failed_ms: int = 0) -> dict[str, Any]:
+    """``/jobs/<id>`` trimmed: two sources and the single committer (always parallelism 1)."""
+    return {"jid": jid, "state": state, "timestamps": {"RUNNING": 1_000, "FAILED": failed_ms},
+            "vertices": [{"name": "Source: cdc_typed[1] -> Calc[2]", "parallelism": parallelism},
+                         {"name": "Source: cdc_dim[10] -> Calc[11]", "parallelism": parallelism},
+                         {"name": "StreamingFileWriter -> PartitionCommitter -> end: Writer", "parallelism": 1}]}
+
+
+def _checkpoints(restored: dict[str, Any] | None = None, completed: int | None = 12) -> dict[str, Any]:
+    """``/jobs/<id>/checkpoints`` trimmed to its ``latest``."""
+    return {"latest": {"completed": {"id": completed} if completed is not None else None, "restored": restored}}
+
+
+# ``latest.restored`` as Flink 2.2 reports it: ``is_savepoint`` is true for a retained checkpoint restored by path
+SAVEPOINT = {"id": 13, "restore_timestamp": 2_000, "is_savepoint": True,
+             "external_path": "s3://lake/checkpoints/g/savepoints/savepoint-44ec25-d36769ac9d2a"}
+CHECKPOINT = {"id": 10, "restore_timestamp": 2_000, "is_savepoint": True,
+              "external_path": "s3://lake/checkpoints/g/2ce5051bf6d017c0c1ab2d2dc914eeae/chk-10"}
+EVERY_PARTITION = {"moved": {0: 5, 1: 3, 2: 4}, "every": True, "readable": True}
+
+
+def test_job_shape_reads_sources_state_and_restore() -> None:
+    shape = job_shape(_job("b", parallelism=2), _checkpoints(SAVEPOINT, completed=15))
+    assert shape["sources"] == {"Source: cdc_typed[1] -> Calc[2]": 2, "Source: cdc_dim[10] -> Calc[11]": 2}
+    assert shape["restored"] == {k: SAVEPOINT[k] for k in ("id", "external_path", "is_savepoint")}
+    assert shape["latest_completed"] == 15 and shape["state"] == "RUNNING" and "FAILED" not in shape["timestamps"]
+    assert job_shape(_job("a"), {"latest": {}})["restored"] is None
+
+
+def test_offsets_moved_on_every_partition_only() -> None:
+    start = {"ends": {0: 100, 1: 100, 2: 100}, "committed": {0: 90, 1: 95, 2: -1}}
+    assert offsets_moved(start, {"ends": {0: 120, 1: 110, 2: 105}, "committed": {0: 110, 1: 99, 2: 3}})["every"]
+    # one partition idle: its source subtask (or the whole job) consumed nothing there
+    assert not offsets_moved(start, {"ends": {0: 120, 1: 110, 2: 105}, "committed": {0: 110, 1: 95, 2: 3}})["every"]
+    assert offsets_moved({"error": "down"}, start) == {"moved": {}, "every": False, "readable": False}
+
+
+def test_a_rescale_needs_a_new_job_at_the_parallelism_that_consumed_and_a_job_back_at_the_old_one() -> None:
+    rescaled = job_shape(_job("b", parallelism=2), _checkpoints(SAVEPOINT))
+    final = job_shape(_job("c"), _checkpoints(SAVEPOINT))
+    found = rescale_evidence("a", rescaled, EVERY_PARTITION, final, parallelism=2, back_to=1)
+    assert found.effective and "b ran at parallelism 2" in found.why, found
+    non_evidence = {
+        "never rescaled": rescale_evidence("a", job_shape(_job("b"), _checkpoints(SAVEPOINT)), EVERY_PARTITION,
+                                           final, 2, 1),
+        "same job": rescale_evidence("b", rescaled, EVERY_PARTITION, final, 2, 1),
+        "fresh start, state lost": rescale_evidence("a", job_shape(_job("b", parallelism=2), _checkpoints()),
+                                                    EVERY_PARTITION, final, 2, 1),
+        "from a checkpoint": rescale_evidence("a", job_shape(_job("b", parallelism=2), _checkpoints(CHECKPOINT)),
+                                              EVERY_PARTITION, final, 2, 1),
+        "consumed nothing": rescale_evidence("a", rescaled, {**EVERY_PARTITION, "every": False}, final, 2, 1),
+        "not scaled back": rescale_evidence("a", rescaled, EVERY_PARTITION,
+                                            job_shape(_job("c", parallelism=2), _checkpoints(SAVEPOINT)), 2, 1),
+        "no job after": rescale_evidence("a", rescaled, EVERY_PARTITION, rescaled, 2, 1),
+        "final job failed": rescale_evidence("a", rescaled, EVERY_PARTITION,
+                                             job_shape(_job("c", "FAILED"), _checkpoints(SAVEPOINT)), 2, 1),
+    }
+    assert {why: v.effective for why, v in non_evidence.items()} == dict.fromkeys(non_evidence, False)
+
+
+def test_an_older_restore_needs_flink_to_have_restored_a_checkpoint_older_than_the_latest() -> None:
+    cancelled = job_shape(_job("a", "CANCELED"), _checkpoints(completed=12))
+    resumed = job_shape(_job("b"), _checkpoints(CHECKPOINT, completed=14))
+    found = older_restore_evidence(cancelled, 10, resumed)
+    assert found.effective and "2 older" in found.why, found
+    non_evidence = {
+        "the latest": older_restore_evidence(job_shape(_job("a", "CANCELED"), _checkpoints(completed=10)), 10,
+                                             resumed),
+        "another checkpoint": older_restore_evidence(cancelled, 9, resumed),
+        "a savepoint": older_restore_evidence(cancelled, 10, job_shape(_job("b"), _checkpoints(
+            {**SAVEPOINT, "id": 10}))),
+        "a fresh start": older_restore_evidence(cancelled, 10, job_shape(_job("b"), _checkpoints())),
+        "not running": older_restore_evidence(cancelled, 10, job_shape(_job("b", "FAILED"),
+                                                                       _checkpoints(CHECKPOINT))),
+        "unknown latest": older_restore_evidence(job_shape(_job("a", "CANCELED"), _checkpoints(completed=None)),
+                                                 10, resumed),
+    }
+    assert {why: v.effective for why, v in non_evidence.items()} == dict.fromkeys(non_evidence, False)
+
+
+def test_a_terminal_failure_needs_the_job_failed_after_the_kill_and_a_resumed_one_running() -> None:
+    failed = job_shape(_job("a", "FAILED", failed_ms=5_000), _checkpoints(completed=12))
+    resumed = job_shape(_job("b"), _checkpoints({**CHECKPOINT, "id": 12}))
+    found = terminal_failure_evidence(["taskmanager-2"], failed, resumed, inject_ms=4_000)
+    assert found.effective and "went FAILED 1.0 s after the kill" in found.why, found
+    non_evidence = {
+        "idle TaskManager": terminal_failure_evidence([], failed, resumed, 4_000),
+        "restarted by itself": terminal_failure_evidence(["taskmanager-2"], job_shape(_job("a"), _checkpoints()),
+                                                         resumed, 4_000),
+        "failed before the kill": terminal_failure_evidence(["taskmanager-2"], failed, resumed, 6_000),
+        "not resumed": terminal_failure_evidence(["taskmanager-2"], failed, failed, 4_000),
+        "resumed fresh": terminal_failure_evidence(["taskmanager-2"], failed,
+                                                   job_shape(_job("b"), _checkpoints()), 4_000),
+        "resumed from a savepoint": terminal_failure_evidence(["taskmanager-2"], failed, job_shape(
+            _job("b"), _checkpoints({**SAVEPOINT, "id": 12})), 4_000),
+        "resumed not running": terminal_failure_evidence(["taskmanager-2"], failed, job_shape(
+            _job("b", "RESTARTING"), _checkpoints(CHECKPOINT)), 4_000),
+    }
+    assert {why: v.effective for why, v in non_evidence.items()} == dict.fromkeys(non_evidence, False)
+
+
+class FakeOperatorPipeline:
+    """The Recovery an operator's fault acts through, as calls recorded (no stack); ``fail_submits`` fails that
+    many submissions first; with ``completing`` the job completes a checkpoint between two listings."""
+
+    def __init__(self, retained: int = 5, fail_submits: int = 0, completing: bool = True) -> None:
+        from flink_job.sql import JobConfig
+
+        self.current_job_id: str | None = "job-0"
+        self.current_config: JobConfig | None = JobConfig(bootstrap="b", lake_root="s3://lake/x")
+        self.calls: list[tuple[Any, ...]] = []
+        self.retained, self.fail_submits, self.completing = retained, fail_submits, completing
+
+    def stop_with_savepoint(self, job_id: str | None = None, timeout: float = 120) -> str:
+        self.calls.append(("stop", self.current_job_id))
+        return f"s3://lake/savepoint-{len(self.calls)}"
+
+    def cancel(self, job_id: str | None = None) -> None:
+        self.calls.append(("cancel", job_id))
+
+    def submit(self, cfg: Any, restore: str | None = None, timeout: float = 300) -> str:
+        if self.fail_submits:
+            self.fail_submits -= 1
+            raise RuntimeError("submission failed")
+        self.current_job_id, self.current_config = f"job-{len(self.calls)}", cfg
+        self.calls.append(("submit", cfg.parallelism, restore))
+        return self.current_job_id
+
+    def wait_running(self, job_id: str, timeout: float = 180) -> None:
+        pass
+
+    def resume_latest(self, timeout: float = 300) -> str:
+        self.calls.append(("resume_latest",))
+        return "job-latest"
+
+    def retained_checkpoints(self, cfg: Any = None, job_id: str | None = None) -> list[Any]:
+        from harness.pipeline import RetainedCheckpoint
+
+        listed = [RetainedCheckpoint(i, job_id or "", f"s3://lake/{job_id}/chk-{i}", i)
+                  for i in range(1, self.retained + 1)]
+        self.retained += self.completing
+        return listed
+
+
+def test_a_rescale_moves_the_job_out_and_back_through_savepoints_and_survives_a_failed_submission() -> None:
+    pipeline = FakeOperatorPipeline()
+    rescale = Rescale(parallelism=2)
+    rescale.bind(pipeline)  # type: ignore[arg-type]
+    out = rescale.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    assert out["stopped"] == "job-0" and out["from_parallelism"] == 1 and out["parallelism"] == 2
+    rescale.heal(FakeStack(), pipeline)  # type: ignore[arg-type]
+    assert pipeline.calls == [("stop", "job-0"), ("submit", 2, "s3://lake/savepoint-1"), ("stop", "job-1"),
+                              ("submit", 1, "s3://lake/savepoint-3")]
+    # the rescaled job failed to start: the heal resumes the stopped job from the savepoint already taken
+    pipeline = FakeOperatorPipeline(fail_submits=1)
+    rescale = Rescale(parallelism=2)
+    rescale.bind(pipeline)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="submission failed"):
+        rescale.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    rescale.heal(FakeStack(), pipeline)  # type: ignore[arg-type]
+    assert pipeline.calls == [("stop", "job-0"), ("submit", 1, "s3://lake/savepoint-1")]
+    with pytest.raises(RuntimeError, match="no job"):
+        Rescale().inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]   # never bound to a pipeline
+
+
+def test_an_older_restore_takes_the_latest_checkpoint_and_restores_it_older_by_checkpoints_later() -> None:
+    pipeline = FakeOperatorPipeline(retained=3)
+    older = RestoreOlderCheckpoint(older_by=2)
+    older.bind(pipeline)  # type: ignore[arg-type]
+    out = older.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    assert out["chosen"] == 3 and out["retained"] == [1, 2, 3, 4, 5] and out["from"] == "s3://lake/job-0/chk-3"
+    assert pipeline.calls == [("cancel", "job-0"), ("submit", 1, "s3://lake/job-0/chk-3")]
+    assert older.heal(FakeStack(), pipeline) == {}  # type: ignore[arg-type]   # the lake keeps what it got
+    # no newer checkpoint completes (or none is retained): the job is left running
+    stuck = FakeOperatorPipeline(retained=1, completing=False)
+    older.bind(stuck)  # type: ignore[arg-type]
+    older.checkpoints_timeout_s = 0
+    with pytest.raises(RuntimeError, match="num-retained"):
+        older.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    assert stuck.calls == []
+    # cancelled, then the resubmission failed: the heal resumes the job from its latest checkpoint
+    failing = FakeOperatorPipeline(retained=3, fail_submits=1)
+    older = RestoreOlderCheckpoint(older_by=1)
+    older.bind(failing)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="submission failed"):
+        older.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    assert older.heal(FakeStack(), failing) == {"resumed": "job-latest"}  # type: ignore[arg-type]
+    assert failing.calls == [("cancel", "job-0"), ("resume_latest",)]
+
+
+def test_the_runner_gives_each_fault_the_runs_pipeline() -> None:
+    pipeline = FakeOperatorPipeline()
+    rescale = Rescale()
+    NemesisRunner(FakeStack(), Schedule.fixed(rescale, 0.0, 1.0), random.Random(0),  # type: ignore[arg-type]
+                  recovery=pipeline, probe=object())  # type: ignore[arg-type]
+    assert rescale.pipeline() is pipeline
 
 
 # --- the runner: the verify phase, ineffective(), no job --------------------------------------------------

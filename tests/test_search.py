@@ -131,7 +131,9 @@ def test_shrink_respects_its_budget_and_refuses_a_clean_run() -> None:
 def test_replay_rebuilds_the_scenario_from_schedule_json(tmp_path: Path) -> None:
     schedule = random_schedule(random.Random(9), 40, 3)
     doc = {"scenario": "random", "job_variant": "no_dedup", "workload": {"late_fraction": 0.1}, "expect": [],
-           "stack": {}, "faults": schedule.describe(), "seed": 9, "duration_s": 40, "rate": 100}
+           "job_options": {"restart-strategy.type": "none"}, "stack": {}, "faults": schedule.describe(), "seed": 9,
+           "duration_s": 40, "rate": 100}
     sc = scenario_from(json.loads(json.dumps(doc)))
     assert sc.job_variant == "no_dedup" and sc.workload == {"late_fraction": 0.1}
+    assert sc.job_options == {"restart-strategy.type": "none"}
     assert sc.schedule(random.Random(0), 40).describe() == schedule.describe()

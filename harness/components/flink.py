@@ -64,6 +64,9 @@ class FlinkCluster(Component):
             # nemeses sample the job's watermark within a fault of a few seconds
             "metrics.fetcher.update-interval": 500,
             "resourcemanager.taskmanager-timeout": 10000,
+            # checkpoints kept per job, for an operator to fall back on (the JobManager's setting: a job's own
+            # is ignored); the restore_older_checkpoint scenario restores the third newest
+            "execution.checkpointing.num-retained": 3,
             "slot.request.timeout": 60000,
             # through the network proxy when the stack has one, so network faults can hit the job's S3 traffic
             "s3.endpoint": f"http://127.0.0.1:{proxied_port(self.ports, 's3') or self.ports['s3']}",
