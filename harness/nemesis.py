@@ -327,9 +327,12 @@ def checkpoint_status(history: list[dict[str, Any]], checkpoint_id: int) -> str 
 
 
 def checkpoints_hit(history: list[dict[str, Any]], baseline: list[dict[str, Any]], inject_ms: int,
-                    heal_ms: int) -> dict[str, Any]:
+                    heal_ms: int, now_ms: int | None = None) -> dict[str, Any]:
     """Checkpoints running while the fault was on that failed, were much slower than before it, or were held
-    until its heal (as tests/test_network.py judges S3 faults).  ``baseline``: the history before the inject."""
+    until its heal (as tests/test_network.py judges S3 faults), finished or not: one triggered before the heal
+    and still in flight ``slow_ms`` after its trigger and after the heal is held too.  ``baseline``: the
+    history before the inject; ``now_ms``: when ``history`` was read."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     normal = [int(c["end_to_end_duration"]) for c in baseline
               if c.get("status") == "COMPLETED" and c.get("end_to_end_duration") is not None
               and int(c.get("trigger_timestamp") or 0) < inject_ms]
@@ -339,7 +342,12 @@ def checkpoints_hit(history: list[dict[str, Any]], baseline: list[dict[str, Any]
     for c in history:
         trig, dur = int(c.get("trigger_timestamp") or 0), c.get("end_to_end_duration")
         end = trig + int(dur or 0)
-        if trig > heal_ms - 500 or end < inject_ms or c.get("status") == "IN_PROGRESS":
+        if c.get("status") == "IN_PROGRESS":
+            if inject_ms - slow_ms <= trig < heal_ms - 1000 and now_ms - max(trig, heal_ms) >= slow_ms:
+                hit.append({**c, "hit": f"still in flight {now_ms - trig} ms after its trigger, "
+                                        f"{now_ms - heal_ms} ms after the heal"})
+            continue
+        if trig > heal_ms - 500 or end < inject_ms:
             continue
         if c.get("status") == "FAILED":
             hit.append({**c, "hit": "failed"})
@@ -747,8 +755,8 @@ class TaskManagerKill(ProcessKill):
 
 def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float, job_id: str | None = None) -> dict[str, Any]:
     """Poll the running job's (``job_id``'s, else any running job's) checkpoint statistics until one is
-    IN_PROGRESS; raise if none is seen in time (then the fault would not test what it claims, and the scenario
-    must not pass as if it had)."""
+    IN_PROGRESS with tasks still to acknowledge it; raise if none is seen in time (then the fault would not test
+    what it claims, and the scenario must not pass as if it had)."""
     import requests
 
     deadline = time.monotonic() + timeout_s
@@ -763,7 +771,10 @@ def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float, job_id: str |
                 running = [j["jid"] for j in jobs if j["state"] == "RUNNING"]
             for jid in running:
                 stats = requests.get(f"{rest_url}/jobs/{jid}/checkpoints", timeout=2).json()
-                pending = [c for c in stats.get("history", []) if c.get("status") == "IN_PROGRESS"]
+                # not yet acknowledged by every task: once all have acked, the JobManager only writes the
+                # checkpoint's metadata, and a kill in that moment lands after the checkpoint, not inside it
+                pending = [c for c in stats.get("history", []) if c.get("status") == "IN_PROGRESS"
+                           and c.get("num_acknowledged_subtasks", 0) < c.get("num_subtasks", 1)]
                 if pending:
                     return {"checkpoint_in_flight": pending[0]["id"], "job": jid, "polls": polls}
         except (requests.RequestException, ValueError, KeyError):
@@ -1642,9 +1653,20 @@ class StorageOutage(ProcessKill):
     component = "s3"
 
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
-        return _job_state(probe, job_id)
+        return {**_job_state(probe, job_id), "gate": _gate_ops(stack)}
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        return {"gate": _gate_ops(stack)}
 
     def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        # the S3 gate (on the job's route only) counts each request of the job that found no store behind it;
+        # a checkpoint may also be held in its trigger (the JobManager creating its directory), before it
+        # shows in Flink's statistics, so the requests are the direct evidence
+        unreachable = gate_delta(obs.before.get("gate"), obs.end.get("gate"), "unreachable")
+        if unreachable:
+            return Verification(True, {"requests_unreachable": unreachable},
+                                f"{sum(unreachable.values())} S3 request(s) of the job found the store gone: "
+                                f"{unreachable}")
         return poll_evidence(lambda: _checkpoint_evidence(probe, obs), self.verify_timeout_s)
 
 

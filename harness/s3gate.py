@@ -68,7 +68,7 @@ class Gate:
 
     def decide(self, op: str) -> dict[str, Any] | None:
         with self.lock:
-            self.stats.setdefault(op, {"requests": 0, "injected": 0})["requests"] += 1
+            self.stats.setdefault(op, {"requests": 0, "injected": 0, "unreachable": 0})["requests"] += 1
             f = self.fault
             if f is None or (f.get("ops") and op not in f["ops"]) or self.rng.random() >= f.get("probability", 1.0):
                 return None
@@ -146,6 +146,8 @@ def make_handler(gate: Gate) -> type[BaseHTTPRequestHandler]:
                 gate.record({**entry, "status": resp.status, "bytes_out": len(data),
                              "ms": round((time.monotonic() - started) * 1000)})
             except OSError as exc:
+                with gate.lock:   # the store was not there for this request of the job (evidence of an outage)
+                    gate.stats[op]["unreachable"] += 1
                 self._reply(502, [("Content-Type", "text/plain")], f"s3gate: upstream {exc}".encode())
                 gate.record({**entry, "status": 502, "error": str(exc)[:200]})
             finally:

@@ -29,6 +29,7 @@ from harness.nemesis import (
     Rescale,
     RestoreOlderCheckpoint,
     Schedule,
+    StorageOutage,
     TaskManagerKill,
     Verification,
     accepted_connections,
@@ -142,6 +143,20 @@ def test_checkpoints_hit_by_a_fault_window() -> None:
     assert checkpoint_status(HISTORY, 8) == "FAILED" and checkpoint_status(HISTORY, 42) is None
 
 
+def test_a_checkpoint_still_in_flight_long_after_the_heal_was_held_by_the_fault() -> None:
+    """A checkpoint the fault held may still be running when the evidence is read (CI: 20 s after an S3
+    partition healed); one that began before the fault, or just before the heal, or is young, is no evidence."""
+    baseline = HISTORY[3:]
+    held = [{"id": 10, "status": "IN_PROGRESS", "trigger_timestamp": 22_000, "end_to_end_duration": None}]
+    hit = checkpoints_hit(held, baseline, inject_ms=20_000, heal_ms=26_000, now_ms=40_000)
+    assert [c["id"] for c in hit["hit"]] == [10] and "in flight" in hit["hit"][0]["hit"], hit
+    assert checkpoints_hit(held, baseline, inject_ms=20_000, heal_ms=26_000, now_ms=27_000)["hit"] == []
+    late = [{**held[0], "trigger_timestamp": 25_500}]
+    assert checkpoints_hit(late, baseline, inject_ms=20_000, heal_ms=26_000, now_ms=40_000)["hit"] == []
+    early = [{**held[0], "trigger_timestamp": 10_000}]
+    assert checkpoints_hit(early, baseline, inject_ms=20_000, heal_ms=26_000, now_ms=40_000)["hit"] == []
+
+
 GATE_BEFORE = {"PutObject": {"requests": 10, "injected": 0}, "UploadPart": {"requests": 4, "injected": 1}}
 GATE_END = {"PutObject": {"requests": 13, "injected": 0}, "UploadPart": {"requests": 4, "injected": 3},
             "CompleteMultipartUpload": {"requests": 1, "injected": 0}}
@@ -168,6 +183,23 @@ def test_a_slowed_s3_route_is_effective_when_the_jobs_requests_crossed_it() -> N
     cut = NetworkPartition("s3")
     cut.verify_timeout_s = 0
     assert not cut.verify(None, None, crossed).effective  # type: ignore[arg-type, union-attr]
+
+
+def test_a_storage_outage_is_effective_when_the_jobs_requests_found_no_store() -> None:
+    """The S3 gate counts each request of the job it could not forward (the store gone): direct evidence,
+    where a checkpoint may be held in its trigger before Flink's statistics show it."""
+    before = {"PutObject": {"requests": 10, "injected": 0, "unreachable": 0}}
+    gone = Observation("job", before={"gate": before},
+                       end={"gate": {"PutObject": {"requests": 12, "injected": 0, "unreachable": 2}}},
+                       inject_ms=1, heal_ms=2)
+    found = StorageOutage().verify(None, None, gone)  # type: ignore[arg-type]
+    assert found is not None and found.effective and "2 S3 request(s)" in found.why, found
+    # requests that reached the store are no evidence of its outage
+    served = Observation("job", before={"gate": before}, end={"gate": {"PutObject": {"requests": 15}}},
+                         inject_ms=1, heal_ms=2)
+    outage = StorageOutage()
+    outage.verify_timeout_s = 0
+    assert not outage.verify(None, None, served).effective  # type: ignore[arg-type, union-attr]
 
 
 def test_offsets_frozen_only_while_the_topic_grew() -> None:
