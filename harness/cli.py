@@ -221,6 +221,19 @@ def cmd_run(config: StackConfig, args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def cmd_catalogue(config: StackConfig, args: argparse.Namespace) -> int:
+    """The scenario catalogue for people: each scenario's fault, what a passing run shows, where it runs, and
+    the public failure reports it reproduces (``--known``: only those scenarios); no stack."""
+    from scenarios.catalogue import SCENARIOS, catalogue_text, describe, known_bugs
+
+    chosen = known_bugs() if args.known else SCENARIOS
+    if args.json:
+        print(json.dumps([describe(s) for s in chosen], indent=2))
+    else:
+        print(catalogue_text(chosen))
+    return 0
+
+
 def cmd_replay(config: StackConfig, args: argparse.Namespace) -> int:
     """Run a report directory's schedule.json again on a fresh stack: the same workload seed, the same
     faults at the same times; print both verdicts."""
@@ -497,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--rate", type=float, default=None, help="changes per second (default: the profile's)")
     runp.add_argument("--faults", type=int, default=5, help="random: how many faults to draw")
     runp.add_argument("--variant", default="correct", help="random: the job variant (known-bad ones get found)")
+    cat = sub.add_parser("catalogue", help="list the scenario catalogue: faults, expectations, cited bug reports")
+    cat.add_argument("--known", action="store_true", help="only the known-bug scenarios (those citing a report)")
+    cat.add_argument("--json", action="store_true", help="print the scenarios as JSON")
     repl = sub.add_parser("replay", help="run a report directory's schedule.json again on a fresh stack")
     repl.add_argument("report_dir")
     repl.add_argument("--times", type=int, default=1, help="replays (how often does it reproduce?)")
@@ -560,7 +576,7 @@ COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "serve": cmd_serve, "down": cmd_down, "status": cmd_status,
     "logs": cmd_logs, "demo": cmd_demo, "run": cmd_run, "job": cmd_job, "load": cmd_load, "check": cmd_check,
     "nightly": cmd_nightly, "report": cmd_report, "replay": cmd_replay, "shrink": cmd_shrink,
-    "explore": cmd_explore,
+    "explore": cmd_explore, "catalogue": cmd_catalogue,
 }
 
 

@@ -134,7 +134,8 @@ def scenario_from(doc: dict[str, Any], faults: list[dict[str, Any]] | None = Non
     return Scenario(doc["scenario"], doc.get("what", ""), "replayed from schedule.json",
                     lambda rng, d: Schedule.from_description(fixed), workload=doc.get("workload") or {},
                     job_variant=doc.get("job_variant", "correct"), job_options=doc.get("job_options") or {},
-                    expect=frozenset(doc.get("expect") or ()), stack=doc.get("stack") or {})
+                    expect=frozenset(doc.get("expect") or ()), stack=doc.get("stack") or {},
+                    cites=tuple(doc.get("cites") or ()))
 
 
 def target_classes(found: set[str]) -> set[str]:

@@ -57,6 +57,38 @@ def write_site(store: RunStore) -> dict[str, Path]:
     return out
 
 
+def _sources(scenario: str) -> list[tuple[str, str]]:
+    """The public failure reports a catalogue scenario cites (none for a name the catalogue lacks)."""
+    from scenarios.catalogue import BY_NAME
+
+    known = BY_NAME.get(scenario)
+    return known.sources if known is not None else []
+
+
+def _source_links(sources: list[tuple[str, str]]) -> str:
+    return ", ".join(f"<a class='source' href='{html.escape(url)}'>{html.escape(tid)}</a>" if url
+                     else html.escape(tid) for tid, url in sources)
+
+
+def render_known_bugs(store: RunStore) -> str:
+    """The catalogue's known-bug scenarios: the reports each reproduces (linked), what a passing run shows, and
+    how its runs in this store went."""
+    from scenarios.catalogue import known_bugs
+
+    stored = set(store.scenarios())
+    rows = []
+    for sc in known_bugs():
+        status = store.scenario_status(sc.name) if sc.name in stored else None
+        runs = f"{status['passed']}/{status['runs']}" if status else "not run yet"
+        rows.append(f"<tr class='known' data-scenario='{html.escape(sc.name)}'><th>{html.escape(sc.name)}</th>"
+                    f"<td>{_source_links(sc.sources)}</td><td>{html.escape(sc.expectation)}</td>"
+                    f"<td>{html.escape(sc.proves)}</td><td>{runs}</td></tr>")
+    return ("<h2>Known bugs</h2><p>Public failure reports that could bite this pipeline, each reproduced by a "
+            "scenario; all are fixed in today's versions or kept out by the pipeline's design, so each must stay "
+            "CLEAN.</p><table id='known-bugs'><tr><th>scenario</th><th>reports</th><th>expected</th>"
+            f"<th>a passing run shows</th><th>passed</th></tr>{''.join(rows)}</table>")
+
+
 def render_index(store: RunStore) -> str:
     sessions = store.sessions()
     scenarios = store.scenarios()
@@ -81,7 +113,9 @@ def render_index(store: RunStore) -> str:
         badges = "".join([f"<span class='mark {mark}'>{mark.upper() if mark == 'new' else mark}</span>"
                           if mark != "ok" else "",
                           " <span class='mark flaky'>flaky</span>" if status["flaky"] else ""])
-        rows.append(f"<tr class='scenario' data-scenario='{html.escape(name)}'><th>{html.escape(name)}</th>"
+        sources = _sources(name)
+        cited = f"<br><span class='muted'>reproduces {_source_links(sources)}</span>" if sources else ""
+        rows.append(f"<tr class='scenario' data-scenario='{html.escape(name)}'><th>{html.escape(name)}{cited}</th>"
                     f"{''.join(cells)}<td>{status['passed']}/{status['runs']}</td>"
                     f"<td>{status['flake_rate']:.0%}</td><td>{html.escape(status['first_failing_session'] or '—')}"
                     f"</td><td>{badges}</td></tr>")
@@ -98,7 +132,8 @@ def render_index(store: RunStore) -> str:
     body = (f"{_nav()}<h1>cdc-chaos nightly</h1><p>{total} runs in {len(sessions)} sessions; store "
             f"<code>{html.escape(str(store.path))}</code></p>{legend}"
             f"<table class='grid'><tr><th>scenario</th>{head}<th>passed</th><th>flake rate</th>"
-            f"<th>first failing</th><th>latest</th></tr>{''.join(rows)}</table>{win_table}")
+            f"<th>first failing</th><th>latest</th></tr>{''.join(rows)}</table>{win_table}"
+            f"{render_known_bugs(store)}")
     return _page("cdc-chaos nightly", body, CELL_STYLE)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from harness.nemesis import (
     ConnectOffsetsLost,
     ConnectorRestart,
     DatabaseRestart,
+    Fault,
     JobManagerKill,
     LargeTransaction,
     Nemesis,
@@ -55,6 +57,30 @@ def storm(factories: list[Callable[[], Nemesis]], count: int) -> ScheduleFn:
     return lambda rng, d: Schedule.random(rng, factories, count, (0.2 * d, 0.8 * d), (2.0, 5.0))
 
 
+def sequence(*steps: tuple[Callable[[], Nemesis], float, float], start: float = 0.3,
+             overlapping: bool = False) -> ScheduleFn:
+    """Several faults from ``start`` x duration on: each step is (factory, seconds after that, length_s).  One
+    after another (a step whose time has passed starts as soon as the one before it healed), or with
+    ``overlapping`` each on its own clock."""
+    return lambda rng, d: Schedule([Fault(round(start * d + offset, 2), length, factory())
+                                    for factory, offset, length in steps], overlapping=overlapping)
+
+
+#: where each public tracker keeps its reports
+TRACKERS = {"FLINK": "https://issues.apache.org/jira/browse/", "KAFKA": "https://issues.apache.org/jira/browse/",
+            "DBZ": "https://issues.redhat.com/browse/"}
+#: a citation: a tracker id and the report's address
+CITATION = re.compile(r"^(?P<id>[A-Z][A-Z0-9]*-\d+) (?P<url>https://\S+)$")
+
+
+def cite(tracker_id: str) -> str:
+    """The citation of a public report by its tracker id: ``"FLINK-13940 https://issues.apache.org/..."``."""
+    project = tracker_id.split("-", 1)[0]
+    if project not in TRACKERS or not CITATION.match(f"{tracker_id} {TRACKERS[project]}{tracker_id}"):
+        raise ValueError(f"not a tracker id of {sorted(TRACKERS)}: {tracker_id!r}")
+    return f"{tracker_id} {TRACKERS[project]}{tracker_id}"
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -67,6 +93,7 @@ class Scenario:
     expect: frozenset[str] = frozenset()         # empty: must be CLEAN; else: must convict with one of these
     stack: dict[str, dict[str, Any]] = field(default_factory=dict)   # stack.toml overrides (e.g. 3 brokers)
     nightly_only: bool = False                   # too slow for the ci profile: run by nightly and load profiles
+    cites: tuple[str, ...] = ()                  # public failure reports it reproduces: "FLINK-123 https://..."
 
     def passed(self, result: RunResult) -> tuple[bool, str]:
         """Did a run of this scenario pass, and why not: the verdict matches the expectation (CLEAN, or a
@@ -89,6 +116,15 @@ class Scenario:
     def expectation(self) -> str:
         """What a passing run shows, in words: CLEAN, or convicted under one of the expected classes."""
         return "CLEAN" if not self.expect else "convicted: " + " or ".join(sorted(self.expect))
+
+    @property
+    def sources(self) -> list[tuple[str, str]]:
+        """The cited reports as (tracker id, address); a citation of another shape is kept whole as its id."""
+        out = []
+        for c in self.cites:
+            m = CITATION.match(c)
+            out.append((m["id"], m["url"]) if m else (c, ""))
+        return out
 
     def stack_config(self, base: StackConfig) -> StackConfig:
         """The stack shape this scenario runs on (``base`` with the scenario's overrides)."""
@@ -169,7 +205,7 @@ def write_schedule(directory: Path, scenario: Scenario, result: RunResult, durat
     wl = result.stats.workload
     doc = {"schema_version": SCHEDULE_SCHEMA_VERSION, "scenario": scenario.name, "what": scenario.what,
            "job_variant": scenario.job_variant, "job_options": scenario.job_options,
-           "expect": sorted(scenario.expect), "stack": scenario.stack,
+           "expect": sorted(scenario.expect), "stack": scenario.stack, "cites": list(scenario.cites),
            "workload": scenario.workload, "seed": result.seed, "duration_s": duration_s, "rate": rate,
            "anchor_ms": wl.get("anchor_ms"), "first_order_id": wl.get("first_order_id"), "faults": faults,
            "found": sorted(result.found()), "windows": result.windows()}
@@ -310,6 +346,117 @@ SCENARIOS: list[Scenario] = [
              "cached at start) while customers move region and segment", "the suite recomputes enrichment from "
              "the database's own customers history (ENRICHMENT_WRONG)", job_variant="stale_enrichment",
              expect=frozenset({"ENRICHMENT_WRONG"})),
+    # --- known bugs: public failure reports that could bite this pipeline, each reproduced by its trigger --
+    # Each cites its report; all are fixed in today's versions (Flink 2.2, Debezium 3.4, Kafka 4.1) or kept
+    # out by the pipeline's design, so each must stay CLEAN: the scenario proves the bug stays fixed.
+    #
+    # FLINK-13940: on restore, the S3 recoverable writer cleaned up the recoverable state the checkpoint named
+    # (the staged object of an in-progress part); when the job failed again before its next checkpoint it
+    # restored from that same checkpoint, found the object gone, and lost the part's data or hung in recovery.
+    # Fixed by FLINK-13941 (S3 recoverable state is never cleaned up on restore), Flink 1.8.3 / 1.9.1.
+    Scenario("known_s3_restore_twice", "SIGKILL the TaskManager hosting the job, restart it 4 s later; 6 s "
+             "later, once the restored job has a checkpoint in flight, SIGKILL both TaskManagers inside it, so the "
+             "job restores again, from the first restore's checkpoint when none completed in between",
+             "a second restore from a checkpoint an earlier restore already used finds every S3 object it names: "
+             "nothing lost, nothing twice, no job hung in recovery (FLINK-13940, fixed in Flink 1.8.3 / 1.9.1 by "
+             "FLINK-13941)",
+             sequence((lambda: TaskManagerKill(), 0.0, 4.0),
+                      (lambda: TaskManagerKill(all_members=True, during_checkpoint=True), 10.0, 4.0)),
+             nightly_only=True, cites=(cite("FLINK-13940"), cite("FLINK-13941"))),
+    # FLINK-11187: the S3 writer handed the SDK a stream it could not rewind, so a part upload that hit a
+    # transient S3 error could not be retried: requests hung and failed late, checkpoints with them.  Fixed in
+    # Flink 1.7.2 / 1.8.0 (parts are uploaded from a file the SDK can re-read).
+    Scenario("known_s3_transient_upload_errors", "for 10 s the S3 gate answers 30 % of the job's part uploads "
+             "(UploadPart, PutObject) 500 InternalError",
+             "part uploads that fail now and then are retried (or the checkpoint fails and the job restores): the "
+             "lake is exact, no file half-written or uncommitted is visible (no UNCOMMITTED_VISIBLE, "
+             "CORRUPT_FILE) and the run does not stall (FLINK-11187, fixed in Flink 1.7.2 / 1.8.0)",
+             at(lambda: S3RequestFault("fail", ("UploadPart", "PutObject"), probability=0.3), 0.3, 10),
+             nightly_only=True, cites=(cite("FLINK-11187"),)),
+    # FLINK-18934: two- and multi-input operators ignored an idle input's stream status, so an idle source held
+    # the watermark back, and with it every event-time step after a join (here the temporal join's output and
+    # the partition commit).  Fixed in Flink 1.14.0.  This job marks no source idle (idle-timeout 0: heartbeat
+    # rows tick every partition each second); pausing the connector stops even those: the whole topic idles.
+    Scenario("known_idle_source", "the Debezium connector is paused for 20 s through Connect's "
+             "REST API (no change, no heartbeat: every partition of the topic, so both inputs of the temporal "
+             "join, idle), then resumed and restarted",
+             "an idle source only holds the job's clock back while it is idle: what the join held is released "
+             "once the source resumes (the run quiesces only when the job's clock passes the topic's end), "
+             "nothing is lost, and every partition whose commit came due has its _SUCCESS, none too early (no "
+             "MISSING_SUCCESS, PREMATURE_SUCCESS) (FLINK-18934, fixed in Flink 1.14.0)",
+             at(lambda: ConnectorRestart(), 0.3, 20), nightly_only=True, cites=(cite("FLINK-18934"),)),
+    # FLINK-20290: in the FLIP-27 source framework (the Kafka source), splits a failed reader had been assigned
+    # were both added back to the enumerator and restored from the checkpoint, so a reader read them twice
+    # after a TaskManager or JobManager failure.  Fixed in Flink 1.12.0.
+    Scenario("known_source_splits_double_failover", "SIGKILL the JobManager, restart it and resume the job from "
+             "its latest retained checkpoint; as soon as the resumed job runs, SIGKILL the TaskManager hosting it "
+             "(restart 4 s later)",
+             "Kafka splits restored from a checkpoint and re-assigned after a failover are each read once: no "
+             "DUPLICATE, no LOST (FLINK-20290, fixed in Flink 1.12.0)",
+             sequence((lambda: JobManagerKill(), 0.0, 3.0), (lambda: TaskManagerKill(), 3.5, 4.0), start=0.35),
+             nightly_only=True, cites=(cite("FLINK-20290"),)),
+    # FLINK-34063: with snapshot compression on, operator state (the Kafka source's splits) was restored from a
+    # wrong stream position when redistributed to another parallelism, so splits were lost on rescale.
+    # Affected Flink 1.18.0/1.18.1 (operator-state compression, FLIP-290); fixed in 1.18.2 and 1.19.0.
+    Scenario("known_rescale_snapshot_compression", "with execution.checkpointing.snapshot-compression on, stop "
+             "the job with a savepoint and resume it at parallelism 2; 6 s later stop it again and resume it at 1",
+             "compressed operator state (the Kafka source's splits) redistributed over another parallelism keeps "
+             "every split: no LOST, no DUPLICATE, each way (FLINK-34063, fixed in Flink 1.18.2 / 1.19.0)",
+             at(lambda: Rescale(parallelism=2), 0.3, 6),
+             job_options={"execution.checkpointing.snapshot-compression": "true"}, nightly_only=True,
+             cites=(cite("FLINK-34063"),)),
+    # FLINK-28060 / KAFKA-13563: a consumer using assign() (the Kafka source) never cleared a failed
+    # FindCoordinator future, so after a broker restart every offset commit on checkpoint failed forever (the
+    # job ran on, its group's offsets froze).  Fixed in Kafka clients 3.1.1 / 3.2.0, taken by Flink 1.16.0.
+    Scenario("known_offset_commit_after_broker_restart", "SIGKILL the Kafka broker and keep it down 15 s (the "
+             "group coordinator is unreachable through several checkpoints), then restart it",
+             "the job commits its offsets on checkpoint again after the broker returns: the run quiesces only "
+             "when the committed offsets reach the topic's end, so a commit stuck forever fails it (STALLED) "
+             "(FLINK-28060 / KAFKA-13563, fixed in Kafka clients 3.1.1 and Flink 1.16.0)",
+             at(lambda: BrokerKill(), 0.3, 15), nightly_only=True,
+             cites=(cite("FLINK-28060"), cite("KAFKA-13563"))),
+    # KAFKA-6361: two leader changes in quick succession could leave a follower's log diverged from the leader's
+    # (truncation by high watermark, not leader epoch): acknowledged records lost or replaced.  Fixed by
+    # KIP-279 in Kafka 2.0.0.
+    Scenario("known_kafka_fast_leader_failover", "3 brokers (RF=3, min ISR 2): SIGKILL the leader of a seeded "
+             "orders_cdc partition, restart it 8 s later, and at once SIGKILL the leader of a seeded partition "
+             "again (restart 8 s later)",
+             "two fast leader failovers leave every replica's log the same: nothing Connect had acknowledged is "
+             "lost or replaced (no LOST, no DUPLICATE) (KAFKA-6361, fixed in Kafka 2.0.0)",
+             sequence((lambda: BrokerKill(partition_leader=True), 0.0, 8.0),
+                      (lambda: BrokerKill(partition_leader=True), 9.0, 8.0)),
+             stack={"kafka": {"brokers": 3}}, nightly_only=True, cites=(cite("KAFKA-6361"),)),
+    # DBZ-73: the MySQL connector recorded the *next* event's binlog position in the offset of every row of a
+    # multi-row event, so a crash after Connect flushed the offset of some of its rows skipped the rest on
+    # restart.  Fixed in Debezium 0.2.2 (offsets carry the event's position and the row to resume at).
+    Scenario("known_dbz_multirow_event_connect_kill", "40 % of statements are bulk UPDATE/DELETE ... WHERE "
+             "order_id IN (...) (one rows event of up to 6 rows each); SIGKILL Kafka Connect mid-stream, restart "
+             "it 3 s later",
+             "a Connect crash between rows of one multi-row binlog event resumes at the next row: the rest of "
+             "the event is not skipped (no LOST) and its re-sent rows are deduplicated (DBZ-73, fixed in "
+             "Debezium 0.2.2)",
+             at(lambda: ConnectKill(), 0.4, 3), workload={"bulk_fraction": 0.4, "bulk_max_rows": 6},
+             nightly_only=True, cites=(cite("DBZ-73"),)),
+    # DBZ-144: a connector restarted in the middle of a transaction resumed at an arbitrary event inside it,
+    # skipping the TABLE_MAP events the rows need, and lost or missed events of that transaction.  Fixed in
+    # Debezium 0.3.5 (offsets name the transaction's start and how many of its events and rows to skip).
+    Scenario("known_dbz_restart_mid_transaction", "one transaction of 20,000 inserts and an UPDATE of all of them "
+             "(40,000 row changes); Kafka Connect SIGKILLed 2 s after its commit, while Debezium streams it, "
+             "restarted 3 s later",
+             "a connector restarted inside a transaction re-reads it from its start, skips what it had published "
+             "and loses nothing: the transaction lands whole and once (DBZ-144, fixed in Debezium 0.3.5)",
+             sequence((lambda: LargeTransaction(rows=20_000), 0.0, 0.5), (lambda: ConnectKill(), 2.0, 3.0)),
+             nightly_only=True, cites=(cite("DBZ-144"),)),
+    # DBZ-1033: the binlog reader did not reset its count of events to skip when a QUERY event (a DDL, or a
+    # transaction's BEGIN) moved its restart position, so a task restarted right after one skipped events of
+    # the next transaction.  Fixed in Debezium 0.9.0.Beta2.
+    Scenario("known_dbz_restart_after_query_event", "ALTER TABLE orders ADD COLUMN ... while the workload writes "
+             "(dropped 8 s later); 1 s after the DDL, Kafka Connect is SIGKILLed and restarted 3 s later",
+             "a connector restarted just after a QUERY event (the DDL, the BEGINs around it) resumes at the right "
+             "event: no change after it is skipped (no LOST), the lake keeps its schema (DBZ-1033, fixed in "
+             "Debezium 0.9.0.Beta2)",
+             sequence((lambda: SchemaChange(), 0.0, 8.0), (lambda: ConnectKill(), 1.0, 3.0), overlapping=True),
+             nightly_only=True, cites=(cite("DBZ-1033"),)),
 ]
 
 #: the main job (`./run demo`): a TaskManager kill at 30 % of the run and a Connect kill at 60 %
@@ -319,3 +466,30 @@ DEMO = Scenario("demo", "SIGKILL a TaskManager at 30 % of the run (back 4 s late
                                 + Schedule.fixed(ConnectKill(), round(0.6 * d, 1), 3.0)))
 
 BY_NAME = {s.name: s for s in [*SCENARIOS, DEMO]}
+
+
+def known_bugs() -> list[Scenario]:
+    """The catalogue's scenarios that reproduce public failure reports (those that cite one)."""
+    return [s for s in SCENARIOS if s.cites]
+
+
+def describe(scenario: Scenario) -> dict[str, Any]:
+    """A scenario as data, for people and tools (``cdc-chaos catalogue --json``)."""
+    return {"name": scenario.name, "what": scenario.what, "proves": scenario.proves,
+            "expectation": scenario.expectation, "nightly_only": scenario.nightly_only,
+            "job_variant": scenario.job_variant, "job_options": scenario.job_options, "workload": scenario.workload,
+            "stack": scenario.stack, "cites": [{"id": i, "url": u} for i, u in scenario.sources]}
+
+
+def catalogue_text(scenarios: list[Scenario] | None = None) -> str:
+    """The catalogue as people read it (``cdc-chaos catalogue``): per scenario its name, where it runs, what
+    a passing run shows, the fault, and the public reports it reproduces."""
+    lines = []
+    for s in SCENARIOS if scenarios is None else scenarios:
+        lines.append(f"{s.name}  [{'nightly' if s.nightly_only else 'ci'}]  {s.expectation}")
+        lines.append(f"    fault:  {s.what}")
+        lines.append(f"    proves: {s.proves}")
+        for tracker_id, url in s.sources:
+            lines.append(f"    source: {tracker_id} {url}".rstrip())
+    return "\n".join(lines)
+

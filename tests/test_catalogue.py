@@ -120,3 +120,87 @@ def test_a_scenarios_job_options_reach_its_run_and_its_schedule(tmp_path: Path) 
     assert scenario.spec(1, 20, 100, "").job_options == {"restart-strategy.type": "none"}
     doc = json.loads(write_schedule(tmp_path, scenario, _result(), 20, 100).read_text())
     assert doc["job_options"] == {"restart-strategy.type": "none"}
+
+
+def test_every_known_bug_scenario_cites_a_public_report_and_runs_nightly() -> None:
+    """A ``known_*`` scenario reproduces a public failure report: it cites at least one as a tracker id with
+    its address, says which report in what a clean run proves, and is too slow for CI (nightly only)."""
+    from scenarios.catalogue import CITATION, SCENARIOS, known_bugs
+
+    known = [s for s in SCENARIOS if s.name.startswith("known_")]
+    assert len(known) >= 8 and len([s for s in SCENARIOS if s.cites]) >= 8
+    assert {s.name for s in known} <= {s.name for s in known_bugs()}
+    for s in known:
+        assert s.nightly_only, s.name
+        assert s.cites, s.name
+        for c in s.cites:
+            m = CITATION.match(c)
+            assert m, f"{s.name}: {c!r} is not '<TRACKER-123> https://...'"
+            assert m["url"].endswith("/" + m["id"]), f"{s.name}: {c!r} links another report than it names"
+        assert any(tid in s.proves for tid, _ in s.sources), f"{s.name}: what it proves names no report it cites"
+
+
+def test_citations_are_built_from_tracker_ids() -> None:
+    from scenarios.catalogue import cite
+
+    assert cite("FLINK-13940") == "FLINK-13940 https://issues.apache.org/jira/browse/FLINK-13940"
+    assert cite("DBZ-144") == "DBZ-144 https://issues.redhat.com/browse/DBZ-144"
+    with pytest.raises(ValueError, match="tracker id"):
+        cite("SPARK-1")
+    with pytest.raises(ValueError, match="tracker id"):
+        cite("FLINK-abc")
+
+
+def test_known_bug_schedules_build_and_fit_the_run() -> None:
+    """Each known-bug schedule builds with its constructors and places every fault inside a nightly run."""
+    import random
+
+    from scenarios.catalogue import known_bugs
+
+    for s in known_bugs():
+        faults = s.schedule(random.Random(3), 120.0).describe()
+        assert faults, s.name
+        assert all(0 < f["at_s"] < 120 and f["duration_s"] > 0 for f in faults), (s.name, faults)
+
+
+def test_cites_reach_schedule_json_the_catalogue_listing_and_a_replay(tmp_path: Path) -> None:
+    from harness.search import scenario_from
+    from scenarios.catalogue import catalogue_text, describe, known_bugs, write_schedule
+
+    scenario = BY_NAME["known_offset_commit_after_broker_restart"]
+    doc = json.loads(write_schedule(tmp_path, scenario, _result(), 20, 100).read_text())
+    assert doc["cites"] == list(scenario.cites) and any(c.startswith("KAFKA-13563 https://") for c in doc["cites"])
+    assert scenario_from(doc).cites == scenario.cites
+    assert json.loads(write_schedule(tmp_path, BY_NAME["baseline"], _result(), 20, 100).read_text())["cites"] == []
+    text = catalogue_text(known_bugs())
+    for s in known_bugs():
+        assert s.name in text
+        for tid, url in s.sources:
+            assert f"source: {tid} {url}" in text
+    assert describe(scenario)["cites"][0] == {"id": "FLINK-28060",
+                                              "url": "https://issues.apache.org/jira/browse/FLINK-28060"}
+
+
+def test_the_nightly_index_links_the_reports_a_scenario_reproduces(tmp_path: Path) -> None:
+    from harness.site import render_known_bugs
+    from harness.store import RunStore
+    from scenarios.catalogue import known_bugs
+
+    page = render_known_bugs(RunStore.at(tmp_path))
+    for s in known_bugs():
+        assert f"data-scenario='{s.name}'" in page
+        for tid, url in s.sources:
+            assert f"href='{url}'>{tid}</a>" in page
+    assert "not run yet" in page
+
+
+def test_readme_names_every_known_bug_report() -> None:
+    from harness.config import REPO_ROOT
+    from scenarios.catalogue import known_bugs
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Known bugs"):readme.index("### Run profiles")]
+    for s in known_bugs():
+        assert s.name in section
+        for tid, url in s.sources:
+            assert f"[{tid}]({url})" in section, tid
