@@ -84,7 +84,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.lake_schema import CHANGE_SCHEMA, DLQ_SCHEMA, flink_columns, flink_select
+from harness.lake_schema import DLQ_SCHEMA, LAKE_VERSIONS, change_schema, flink_columns, flink_select
 
 #: the correct job, and known-bad variants that exist to prove the suite convicts them:
 #: ``no_dedup`` lets Debezium's re-sends through (DUPLICATE under a Connect kill); ``no_checkpointing`` runs
@@ -103,6 +103,16 @@ VARIANTS = ("correct", "no_dedup", "no_checkpointing", "version_dedup", "trusted
 STATUS_CATEGORY = {"pending": "open", "paid": "open", "shipped": "in_flight", "delivered": "done",
                    "cancelled": "cancelled", "returned": "cancelled"}
 
+
+#: unit_price -> price tier (job version 2 on), the job's own rule: (exclusive upper bound, tier) in order, then
+#: the top tier; a NULL price has a NULL tier
+PRICE_TIERS = ((20, "low"), (100, "mid"))
+TOP_PRICE_TIER = "high"
+
+#: the job's revisions (JobConfig.job_version): each writes the lake schema version of its number
+#: (harness.lake_schema.change_schema).  2 adds ``price_tier``.  A revision changes expressions inside the
+#: existing statements only, never the plan's shape, so a savepoint of one maps onto the other by operator ids
+JOB_VERSIONS = LAKE_VERSIONS
 
 DEFAULT_STATE_BACKEND = "rocksdb"     # see JobConfig.state_backend
 DEFAULT_DEDUP_TTL_MS = 3_600_000      # see the module docstring: longer than any re-send window
@@ -131,12 +141,15 @@ class JobConfig:
     startup_mode: str = "earliest-offset"  # first start; a restore resumes from checkpointed offsets
     startup_offsets: tuple[tuple[int, int], ...] = ()   # (partition, offset) for 'specific-offsets'
     variant: str = "correct"               # known-bad variants exist to prove the suite convicts them
+    job_version: int = 1                   # the job's revision (JOB_VERSIONS): 2 writes one more derived column
     job_name: str = "cdc-orders-to-lake"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown job variant {self.variant!r}; known: {VARIANTS}")
+        if self.job_version not in JOB_VERSIONS:
+            raise ValueError(f"unknown job version {self.job_version!r}; known: {JOB_VERSIONS}")
         if self.state_backend not in STATE_BACKENDS:
             raise ValueError(f"unknown state backend {self.state_backend!r}; known: {tuple(STATE_BACKENDS)}")
         if self.commit_bound_ms > self.out_of_orderness_ms:
@@ -246,7 +259,7 @@ def _sink(cfg: JobConfig, name: str, path: str, partitioned: bool) -> str:
         'sink.partition-commit.delay' = '{3_600_000 + cfg.out_of_orderness_ms} ms',
         'sink.partition-commit.watermark-time-zone' = 'UTC',
         'sink.partition-commit.policy.kind' = 'success-file'""" if partitioned else ""
-    return f"""CREATE TABLE {name} ({flink_columns(CHANGE_SCHEMA)}, dt STRING, hr STRING
+    return f"""CREATE TABLE {name} ({flink_columns(change_schema(cfg.job_version))}, dt STRING, hr STRING
     ) PARTITIONED BY (dt, hr) WITH (
         'connector' = 'filesystem', 'path' = '{cfg.lake_root}/{path}', 'format' = 'parquet',
         'sink.rolling-policy.file-size' = '128MB'{commit}
@@ -256,6 +269,19 @@ def _sink(cfg: JobConfig, name: str, path: str, partitioned: bool) -> str:
 def _status_category(column: str) -> str:
     whens = " ".join(f"WHEN '{s}' THEN '{c}'" for s, c in STATUS_CATEGORY.items())
     return f"CASE {column} {whens} ELSE 'unknown' END"
+
+
+def _price_tier(column: str) -> str:
+    whens = " ".join(f"WHEN {column} < {bound} THEN '{tier}'" for bound, tier in PRICE_TIERS)
+    return f"CASE WHEN {column} IS NULL THEN CAST(NULL AS STRING) {whens} ELSE '{TOP_PRICE_TIER}' END"
+
+
+def _derived_since_v2(cfg: JobConfig) -> str:
+    """The columns job version 2 adds, as select items after ``status_category`` of ``enriched`` (none before):
+    in the same projection, so the plan keeps its nodes and a savepoint of version 1 maps onto version 2."""
+    if cfg.job_version < 2:
+        return ""
+    return f"\n            {_price_tier('CAST(img.unit_price AS DECIMAL(10, 2))')} AS price_tier,"
 
 
 def _valid_change(cfg: JobConfig) -> str:
@@ -395,7 +421,7 @@ def statements(cfg: JobConfig) -> Plan:
             CAST(img.unit_price AS DECIMAL(10, 2)) AS unit_price, img.status AS status, img.version AS version,
             img.created_at AS created_at_ms, img.updated_at AS updated_at_ms, op, event_time_ms,
             CAST(img.quantity * CAST(img.unit_price AS DECIMAL(10, 2)) AS DECIMAL(12, 2)) AS line_total,
-            {_status_category('img.status')} AS status_category,
+            {_status_category('img.status')} AS status_category,{_derived_since_v2(cfg)}
             cv.region AS customer_region, cv.segment AS customer_segment,
             src_file, src_pos, src_row, src_server_id, src_gtid, src_ts_ms, src_snapshot,
             kafka_partition, kafka_offset, watermark_ms,
@@ -407,8 +433,9 @@ def statements(cfg: JobConfig) -> Plan:
         LEFT JOIN customers_versions FOR SYSTEM_TIME AS OF d.{rowtime} AS cv
             ON d.img.customer_id = cv.customer_id""",
     ]
-    columns = ", ".join([*CHANGE_SCHEMA.names, "dt", "hr"])
-    dead_letter = flink_select(CHANGE_SCHEMA, {"kafka_partition": "kafka_partition", "kafka_offset": "kafka_offset",
+    schema = change_schema(cfg.job_version)
+    columns = ", ".join([*schema.names, "dt", "hr"])
+    dead_letter = flink_select(schema, {"kafka_partition": "kafka_partition", "kafka_offset": "kafka_offset",
                                                "processed_ms": ltz_to_ms("proc_time")})
     ddl.append(f"""CREATE TEMPORARY VIEW outbound AS
         SELECT {columns}, is_late, is_tick, CAST(NULL AS STRING) AS dlq_reason, CAST(NULL AS BIGINT) AS kafka_ts_ms

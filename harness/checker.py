@@ -56,7 +56,9 @@ What each fault shows as (each fault once, under its most specific class):
 - a dropped change (also one that did not bump ``version``): LOST; in a partition with an unreadable file:
   CORRUPT_FILE (``changes_unaccounted``) instead;
 - a copied row: DUPLICATE (count = extra copies), in main + late alike;
-- a wrong ``line_total``/``status_category``/region/segment (e.g. the region before the customer's change, or
+- a wrong ``line_total``/``status_category``/region/segment, or ``price_tier`` in a file that has it (lake schema
+  version 2 on; files written before lack the column and are not judged on it) (e.g. the region before the
+  customer's change, or
   a customers change that committed after the order, whatever its timestamp): ENRICHMENT_WRONG (derived
   from the row's own image, so a wrong image is CHANGE_MISMATCH only; the customer is the one the order's
   commit saw, the last customers change before it in the binlog);
@@ -87,7 +89,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.lake_schema import CHANGE_SCHEMA, MAIN_TABLE
+from harness.lake_schema import ADDED_COLUMNS, CHANGE_SCHEMA, MAIN_TABLE
 from harness.topic import ORDERS_TABLE, TOPIC_SCHEMA, skipped_counts
 
 if TYPE_CHECKING:
@@ -104,7 +106,7 @@ ANOMALY_CLASSES = (
     "STATE_MISMATCH",       # the lake's fold per key != the database's final row
     "WRONG_PARTITION",      # dt/hr directory != the row's event_time in UTC
     "LATE_MISROUTED",       # routing outside what the bounds allow (see the module docstring)
-    "ENRICHMENT_WRONG",     # line_total, status_category, customer_region/segment do not recompute
+    "ENRICHMENT_WRONG",     # line_total, status_category, price_tier, customer_region/segment do not recompute
     "UNCOMMITTED_VISIBLE",  # an in-progress/pending file visible to readers
     "CORRUPT_FILE",         # a visible data file that is not readable Parquet of the lake's schema
     "MISSING_SUCCESS",      # a main partition the job's watermark passed has no _SUCCESS
@@ -120,6 +122,11 @@ MTIME_SLACK_MS = 1000
 STATUS_CATEGORY = {"pending": "open", "paid": "open", "shipped": "in_flight", "delivered": "done",
                    "cancelled": "cancelled", "returned": "cancelled"}
 UNKNOWN_CATEGORY = "unknown"
+#: price tiers by unit_price: (exclusive upper bound, tier) in order, then the top tier; NULL price, NULL tier
+PRICE_TIERS = ((20, "low"), (100, "mid"))
+TOP_PRICE_TIER = "high"
+#: the lake schema version whose files carry ``price_tier`` (files of earlier versions lack the column)
+PRICE_TIER_SINCE = min(v for v, added in ADDED_COLUMNS.items() if "price_tier" in added.names)
 #: the order's own columns a change carries (after image; before image for a delete)
 IMAGE_COLUMNS = ("order_id", "customer_id", "product", "quantity", "unit_price", "status", "version",
                  "created_at_ms", "updated_at_ms")
@@ -132,6 +139,11 @@ _FILE_RANK = 1 << 40      # binlog position ordering key: file rank * 2^40 + pos
 def _sql_status_category(column: str) -> str:
     whens = " ".join(f"WHEN '{s}' THEN '{c}'" for s, c in STATUS_CATEGORY.items())
     return f"(CASE {column} {whens} ELSE '{UNKNOWN_CATEGORY}' END)"
+
+
+def _sql_price_tier(unit_price: str) -> str:
+    whens = " ".join(f"WHEN {unit_price} < {bound} THEN '{tier}'" for bound, tier in PRICE_TIERS)
+    return f"(CASE WHEN {unit_price} IS NULL THEN NULL {whens} ELSE '{TOP_PRICE_TIER}' END)"
 
 
 def _sql_line_total(quantity: str, unit_price: str) -> str:
@@ -235,8 +247,9 @@ class ExactlyOnceChecker:
         if customers is not None:
             con.register("customers", customers)
         rows = lake.changes()
-        if "file_mtime_ms" not in rows.column_names:
-            rows = rows.append_column("file_mtime_ms", pa.nulls(rows.num_rows, pa.int64()))
+        for name, typ in (("file_mtime_ms", pa.int64()), ("lake_version", pa.int32()), ("price_tier", pa.string())):
+            if name not in rows.column_names:   # a lake built without them (before they existed)
+                rows = rows.append_column(name, pa.nulls(rows.num_rows, typ))
         con.register("lake", rows)
         # the per-file columns (long strings, constant per file) move to a small table `lf` keyed by `fid`, so
         # the per-row work carries one int instead of them
@@ -646,7 +659,9 @@ class ExactlyOnceChecker:
                       "LEFT JOIN frk ON frk.f = r.src_file)" for k, v in rel.items()}
         # a narrow first pass finds the wrong rows (by rowid), the second details only those
         derived = (f"line_total IS DISTINCT FROM {_sql_line_total('quantity', 'unit_price')} "
-                   f"OR status_category IS DISTINCT FROM {_sql_status_category('status')}")
+                   f"OR status_category IS DISTINCT FROM {_sql_status_category('status')} "
+                   f"OR (coalesce(lake_version, 1) >= {PRICE_TIER_SINCE} "
+                   f"AND price_tier IS DISTINCT FROM {_sql_price_tier('unit_price')})")
         region = "CASE WHEN d.op = 'd' THEN NULL ELSE d.region END"
         segment = "CASE WHEN d.op = 'd' THEN NULL ELSE d.segment END"
         bad = [f"SELECT '{k}' AS src, rk FROM {rel[k]} WHERE {derived}" for k in rel]
@@ -660,10 +675,11 @@ class ExactlyOnceChecker:
         con.execute(f"CREATE TEMP TABLE ebad AS {' UNION '.join(bad)}")
         src = """SELECT fid, src_file, src_pos, src_row, op, order_id, version, quantity, unit_price,
                         line_total, status, status_category, customer_id, customer_region, customer_segment,
-                        {at} FROM {rel} r SEMI JOIN ebad b ON b.src = '{k}' AND b.rk = r.rk"""
+                        price_tier, lake_version, {at} FROM {rel} r SEMI JOIN ebad b ON b.src = '{k}' AND b.rk = r.rk"""
         er = " UNION ALL ".join(src.format(at="at_ck" if has_dim else "NULL AS at_ck", rel=rel[k], k=k)
                                 for k in rel)
         want_lt, want_cat = _sql_line_total("e.quantity", "e.unit_price"), _sql_status_category("e.status")
+        want_tier = _sql_price_tier("e.unit_price")
         if has_dim:
             dim_cols = (f"d.src_file AS dim_file, d.src_pos AS dim_pos, d.ts_ms AS dim_ts_ms, {region} AS want_region, "
                         f"{segment} AS want_segment")
@@ -674,12 +690,14 @@ class ExactlyOnceChecker:
             join = ""
         con.execute(f"""
             CREATE TEMP TABLE ew AS SELECT e.*, {want_lt} AS want_line_total, {want_cat} AS want_status_category,
-                {dim_cols} FROM ({er}) e {join}""")
+                {want_tier} AS want_price_tier, {dim_cols} FROM ({er}) e {join}""")
         examples = []
         for r in con.sql(f"SELECT ew.*, lf.tbl, lf.file FROM ew JOIN lf USING (fid) "
                          f"ORDER BY src_file, src_pos, src_row, op LIMIT {EXAMPLES}") \
                 .to_arrow_table().to_pylist():
             checks = [("line_total", "want_line_total"), ("status_category", "want_status_category")]
+            if (r["lake_version"] or 1) >= PRICE_TIER_SINCE:
+                checks.append(("price_tier", "want_price_tier"))
             if has_dim:
                 checks += [("customer_region", "want_region"), ("customer_segment", "want_segment")]
             examples.append({

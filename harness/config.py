@@ -104,6 +104,12 @@ class FlinkConfig:
     taskmanager_memory: str
     heartbeat_interval_ms: int
     heartbeat_timeout_ms: int
+    # >0: each TaskManager's working directory (io.tmp.dirs: RocksDB's local database, the S3 writer's part
+    # buffers, the blob cache) is a tmpfs of this many MiB of its own, which a disk-full fault can fill
+    taskmanager_disk_mb: int
+    # true: each TaskManager runs under libfaketime (LD_PRELOAD) with a clock file of its own, so a clock-skew
+    # fault moves one TaskManager's wall clock while it runs (clock_skew_taskmanager); needs Debian's libfaketime
+    taskmanager_faketime: bool
 
 
 @dataclass(frozen=True)
@@ -162,8 +168,10 @@ def _build(cls: type, section: str, raw: dict[str, Any]) -> Any:
     values: dict[str, Any] = {}
     for name, f in fields.items():
         value = raw[name]
-        expected = {"int": int, "str": str, "float": (int, float)}.get(str(f.type))
-        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+        expected = {"int": int, "str": str, "float": (int, float), "bool": bool}.get(str(f.type))
+        wrong = not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool) \
+            if expected is not None else False
+        if wrong:
             raise ConfigError(
                 f"[{section}] {name} = {value!r} should be of type {f.type}; "
                 f"correct it in the config file."
@@ -212,6 +220,9 @@ def validate(config: StackConfig) -> None:
         raise ConfigError("[kafka] partitions must be at least 1")
     if config.flink.taskmanagers < 1:
         raise ConfigError("[flink] taskmanagers must be at least 1")
+    if config.flink.taskmanager_disk_mb < 0 or 0 < config.flink.taskmanager_disk_mb < 128:
+        raise ConfigError(f"[flink] taskmanager_disk_mb = {config.flink.taskmanager_disk_mb}: use 0 (off) or at "
+                          "least 128 (a TaskManager unpacks ~60 MiB of libraries into its working directory)")
     for name in ("init_sql",):
         if not config.path(getattr(config.database, name)).is_file():
             raise ConfigError(f"[database] {name} = {getattr(config.database, name)!r} does not exist")

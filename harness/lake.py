@@ -16,10 +16,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from harness.lake_schema import CHANGE_SCHEMA, DLQ_SCHEMA, DLQ_TABLE, LATE_TABLE, MAIN_TABLE
+from harness.lake_schema import CHANGE_SCHEMA, DLQ_SCHEMA, DLQ_TABLE, LATE_TABLE, MAIN_TABLE, change_schema, version_of
 
 TABLES = (MAIN_TABLE, LATE_TABLE, DLQ_TABLE)
-LAKE_COLUMNS = [*CHANGE_SCHEMA.names, "dt", "hr", "file", "tbl", "file_mtime_ms"]
+#: the change tables as read: every lake schema version's columns (NULL where a file lacks an added one) and,
+#: per file, its partition, path, table, commit time and lake schema version (``lake_version``)
+LAKE_COLUMNS = [*change_schema().names, "dt", "hr", "file", "tbl", "file_mtime_ms", "lake_version"]
 _IN_PROGRESS_MARKS = ("inprogress", "in-progress", ".pending", "_tmp")
 
 
@@ -32,6 +34,7 @@ class LakeFile:
     size: int
     kind: str          # data | success | hidden | uncommitted_visible | corrupt | stray
     last_modified_ms: int = 0   # the object's commit time (S3 LastModified, a file's mtime)
+    lake_version: int | None = None   # a change file's lake schema version, once read (its columns say)
 
 
 @dataclass
@@ -122,9 +125,35 @@ class LakeReader:
             missing = [n for n in schema.names if n not in table.column_names]
             if missing:
                 return f"missing columns {missing}"
-            return table.select(schema.names).cast(schema)
+            if f.table == DLQ_TABLE:
+                return table.select(schema.names).cast(schema)
+            # a change file of any lake schema version: the columns added after it was written read as NULL
+            f.lake_version = version_of(table.column_names)
+            full = change_schema()
+            for field in full:
+                if field.name not in table.column_names:
+                    table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+            return table.select(full.names).cast(full)
         except (pa.ArrowException, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"
+
+    def change_files(self, since_ms: int = 0) -> list[LakeFile]:
+        """The visible change data files (main and late tables) committed at or after ``since_ms`` (their
+        objects' LastModified), each with its ``lake_version`` read from its Parquet footer, not its rows; an
+        unreadable footer leaves it None."""
+        files = [f for f in self.list_files()
+                 if f.kind == "data" and f.table != DLQ_TABLE and f.last_modified_ms >= since_ms]
+
+        def footer(f: LakeFile) -> None:
+            try:
+                with self.fs.open_input_file(f.path) as fh:
+                    f.lake_version = version_of(pq.ParquetFile(fh).schema_arrow.names)
+            except (pa.ArrowException, OSError, ValueError):
+                f.lake_version = None
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            list(pool.map(footer, files))
+        return files
 
     def snapshot(self) -> LakeSnapshot:
         files = self.list_files()
@@ -145,7 +174,8 @@ class LakeReader:
                        .append_column("file", pa.array([f.path] * n, pa.string()))
                        .append_column("tbl", pa.array(["main" if f.table == MAIN_TABLE else "late"] * n,
                                                       pa.string()))
-                       .append_column("file_mtime_ms", pa.array([f.last_modified_ms] * n, pa.int64())))
+                       .append_column("file_mtime_ms", pa.array([f.last_modified_ms] * n, pa.int64()))
+                       .append_column("lake_version", pa.array([f.lake_version] * n, pa.int32())))
             parts[f.table].append(res)
         return LakeSnapshot(
             main=_concat(parts[MAIN_TABLE], _lake_schema()),
@@ -157,8 +187,8 @@ class LakeReader:
 
 def _lake_schema() -> pa.Schema:
     extra = [("dt", pa.string()), ("hr", pa.string()), ("file", pa.string()), ("tbl", pa.string()),
-             ("file_mtime_ms", pa.int64())]
-    return pa.schema([*CHANGE_SCHEMA, *(pa.field(n, t) for n, t in extra)])
+             ("file_mtime_ms", pa.int64()), ("lake_version", pa.int32())]
+    return pa.schema([*change_schema(), *(pa.field(n, t) for n, t in extra)])
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:

@@ -19,7 +19,8 @@ LATE_TABLE = "orders_late"
 DLQ_TABLE = "orders_dlq"
 PARTITION_KEYS = ("dt", "hr")
 
-#: one row per source change; ``dt``/``hr`` are in the path, not in the file (Flink's filesystem sink)
+#: one row per source change; ``dt``/``hr`` are in the path, not in the file (Flink's filesystem sink).  The
+#: columns of lake schema version 1; later versions add :data:`ADDED_COLUMNS` (:func:`change_schema`)
 CHANGE_SCHEMA = pa.schema([
     # the order, as of this change (``after`` image; ``before`` image for a delete)
     ("order_id", pa.int64()),
@@ -53,6 +54,37 @@ CHANGE_SCHEMA = pa.schema([
     ("watermark_ms", pa.int64()),        # the watermark when the row was routed; null if none yet
     ("processed_ms", pa.int64()),
 ])
+
+#: columns a later revision of the job adds, by the lake schema version (= the job's ``job_version``) that first
+#: writes them.  Files written before lack them: readers fill NULL there and judge them only in files that have
+#: them (``lake_version``).  Added columns never replace or retype a column of :data:`CHANGE_SCHEMA`.
+ADDED_COLUMNS: dict[int, pa.Schema] = {
+    2: pa.schema([("price_tier", pa.string())]),     # low / mid / high by unit_price (derived, the job's rule)
+}
+#: the lake schema versions: 1 is :data:`CHANGE_SCHEMA`, each later one adds its :data:`ADDED_COLUMNS`
+LAKE_VERSIONS = (1, *sorted(ADDED_COLUMNS))
+LATEST_LAKE_VERSION = LAKE_VERSIONS[-1]
+
+
+def change_schema(version: int = LATEST_LAKE_VERSION) -> pa.Schema:
+    """The change tables' columns as a job of ``version`` writes them: :data:`CHANGE_SCHEMA` and the columns
+    every version up to it added (in that order)."""
+    if version not in LAKE_VERSIONS:
+        raise ValueError(f"unknown lake schema version {version}; known: {LAKE_VERSIONS}")
+    return pa.schema([*CHANGE_SCHEMA, *(f for v in sorted(ADDED_COLUMNS) if v <= version for f in ADDED_COLUMNS[v])])
+
+
+def version_of(names: list[str] | tuple[str, ...]) -> int:
+    """The lake schema version a change file was written in, from its column names: the highest version whose
+    added columns it all carries (1: none)."""
+    have = set(names)
+    found = 1
+    for v in sorted(ADDED_COLUMNS):
+        if not set(ADDED_COLUMNS[v].names) <= have:
+            break
+        found = v
+    return found
+
 
 DLQ_SCHEMA = pa.schema([
     ("kafka_partition", pa.int32()),
@@ -123,11 +155,14 @@ COLUMN_DOCS = {
     "kafka_offset": "where the job read it",
     "watermark_ms": "the routing watermark the row was routed by",
     "processed_ms": "processing time",
+    "price_tier": "`low` (unit_price < 20), `mid` (< 100), `high`; NULL if unit_price is. Added in job version 2: "
+                  "files written before lack it",
 }
 
 
-def readme_table(schema: pa.Schema = CHANGE_SCHEMA) -> str:
-    """The README's column table (markdown), one row per column of ``schema``."""
+def readme_table(schema: pa.Schema | None = None) -> str:
+    """The README's column table (markdown), one row per column of ``schema`` (default: the latest version's)."""
+    schema = schema if schema is not None else change_schema()
     lines = ["| column | type | meaning |", "|---|---|---|"]
     lines += [f"| {f.name} | {_flink_type(f.type)} | {COLUMN_DOCS[f.name]} |" for f in schema]
     return "\n".join(lines)

@@ -456,7 +456,8 @@ class Nemesis(abc.ABC):
     def spec(self) -> dict[str, Any]:
         """This fault as data: its class and constructor arguments (:func:`nemesis_from_spec` rebuilds it)."""
         args, kwargs = getattr(self, "_init_args", ([], {}))
-        return {"kind": type(self).__name__, "args": args, "kwargs": kwargs}
+        # as JSON has it (tuples become lists), so a spec equals itself read back from schedule.json
+        return {"kind": type(self).__name__, **json.loads(json.dumps({"args": args, "kwargs": kwargs}))}
 
     @abc.abstractmethod
     def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]: ...
@@ -683,18 +684,27 @@ class TaskManagerKill(ProcessKill):
     """SIGKILL the TaskManager hosting the job's tasks (``target="job"``, a seeded choice if several do) or
     all; with ``during_checkpoint`` the kill waits until a checkpoint of the running job is in flight, so it
     lands between the barrier and the commit (the window in which a sink's pending files exist but are not yet
-    committed).  Effective when the killed TaskManager hosted a task of the job and the job failed over (and,
-    ``during_checkpoint``, the checkpoint in flight did not complete)."""
+    committed); with ``during_commit`` it lands after a checkpoint completed and before the file sink committed
+    that checkpoint's files: the S3 gate holds the sink's ``CompleteMultipartUpload`` requests (the commit that
+    makes a part file visible, sent on the checkpoint-complete notice) and the kill comes while one is held.
+    Effective when the killed TaskManager hosted a task of the job and the job failed over (and,
+    ``during_checkpoint``, the checkpoint in flight did not complete; ``during_commit``, a commit of the lake's
+    files was held at the kill, after a completed checkpoint)."""
 
     name = "taskmanager-kill"
     component = "flink"
+    #: how long the gate holds a commit before passing it on (the kill comes within a poll of its arrival)
+    commit_hold_ms = 5000
 
     def __init__(self, all_members: bool = False, during_checkpoint: bool = False, wait_s: float = 20.0,
-                 target: str = "job") -> None:
+                 target: str = "job", during_commit: bool = False) -> None:
         super().__init__(all_members=all_members)
         if target not in TM_TARGETS:
             raise ValueError(f"unknown TaskManager target {target!r}; use one of {TM_TARGETS}")
+        if during_checkpoint and during_commit:
+            raise ValueError("a kill lands in one window: during_checkpoint or during_commit, not both")
         self.during_checkpoint = during_checkpoint
+        self.during_commit = during_commit
         self.wait_s = wait_s
         self.target = target
         self._placement: dict[str, Any] | None = None
@@ -702,8 +712,12 @@ class TaskManagerKill(ProcessKill):
         self._chosen = ""
         if during_checkpoint:
             self.name = "taskmanager-kill-in-checkpoint"
+        if during_commit:
+            self.name = "taskmanager-kill-in-commit"
 
     def window(self, found: Verification) -> str | None:
+        if self.during_commit:
+            return "checkpoint completed, sink's files not yet committed"
         return "checkpoint in flight (barriers out, not completed)" if self.during_checkpoint else None
 
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
@@ -720,9 +734,15 @@ class TaskManagerKill(ProcessKill):
         return [member]
 
     def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
-        hit = wait_for_checkpoint_in_flight(stack.flink.rest_url, self.wait_s, self._job_id) \
-            if self.during_checkpoint else {}
-        out = {**super().inject(stack, rng), **hit, "target": self.target, "chosen": self._chosen}
+        if self.during_commit:
+            with hold_sink_commits(stack, self.commit_hold_ms) as held:
+                hit = wait_for_held_commit(stack, held, self.wait_s, self._job_id)
+                out = super().inject(stack, rng)
+        else:
+            hit = wait_for_checkpoint_in_flight(stack.flink.rest_url, self.wait_s, self._job_id) \
+                if self.during_checkpoint else {}
+            out = super().inject(stack, rng)
+        out = {**out, **hit, "target": self.target, "chosen": self._chosen}
         self._placement = None     # a placement is good for one inject only
         return out
 
@@ -732,6 +752,8 @@ class TaskManagerKill(ProcessKill):
 
         def check() -> Verification:
             v = _taskmanager_evidence(probe, obs, killed)
+            if v.effective and self.during_commit:
+                return commit_window_evidence(v, obs.inject)
             if not v.effective or not self.during_checkpoint:
                 return v
             assert obs.job_id is not None
@@ -751,6 +773,62 @@ class TaskManagerKill(ProcessKill):
 
         hosted = set(killed) & set(obs.before.get("placement", {}).get("hosting", {}))
         return poll_evidence(check, self.verify_timeout_s if hosted else 0)
+
+
+#: the job's checkpoint directory (``Pipeline.checkpoint_dir``): state uploads are not the sink's commits
+CHECKPOINT_PATH = "/checkpoints/"
+
+
+@contextlib.contextmanager
+def hold_sink_commits(stack: Stack, hold_ms: int) -> Iterator[dict[str, Any]]:
+    """While open, the S3 gate holds every ``CompleteMultipartUpload`` of the job outside its checkpoint
+    directory (the file sink's commits of lake files) ``hold_ms`` before passing it on.  Yields the gate's
+    counters from before; the fault is cleared on exit, whatever happened."""
+    before = _gate_ops(stack)
+    if before is None:
+        raise RuntimeError("a kill in the sink's commit needs the S3 gate (the job's S3 route goes through it); "
+                           "this stack has none or it is down: see the proxy's log")
+    stack.proxy.gate_fault("hang", ops=["CompleteMultipartUpload"], hang_ms=hold_ms, exclude=[CHECKPOINT_PATH])
+    try:
+        yield before
+    finally:
+        stack.proxy.gate_clear()
+
+
+def wait_for_held_commit(stack: Stack, before: dict[str, Any], timeout_s: float,
+                         job_id: str | None) -> dict[str, Any]:
+    """Poll the S3 gate until it holds a commit of the sink (a checkpoint completed and the sink is committing
+    that checkpoint's files); raise if none comes in time.  Returns the count held and the job's latest
+    completed checkpoint at that moment."""
+    deadline = time.monotonic() + timeout_s
+    polls = 0
+    while time.monotonic() < deadline:
+        polls += 1
+        held = gate_delta(before, _gate_ops(stack), "injected").get("CompleteMultipartUpload", 0)
+        if held:
+            latest = None
+            if job_id is not None:
+                import requests
+
+                with contextlib.suppress(requests.RequestException, ValueError, AttributeError):
+                    stats = requests.get(f"{stack.flink.rest_url}/jobs/{job_id}/checkpoints", timeout=2).json()
+                    latest = ((stats.get("latest") or {}).get("completed") or {}).get("id")
+            return {"commits_held": held, "checkpoint_completed": latest, "polls": polls}
+        time.sleep(0.02)
+    raise RuntimeError(f"the file sink committed no lake file within {timeout_s:.0f}s ({polls} polls of the S3 "
+                       "gate): no checkpoint completed with files to commit")
+
+
+def commit_window_evidence(failover: Verification, inject: dict[str, Any]) -> Verification:
+    """A kill in the commit window: the job failed over (``failover``), and at the kill the gate held a commit
+    of the lake's files after a completed checkpoint."""
+    held, completed = int(inject.get("commits_held") or 0), inject.get("checkpoint_completed")
+    evidence = {**failover.evidence, "commit_window": {"commits_held": held, "checkpoint_completed": completed}}
+    if not held or completed is None:
+        return Verification(False, evidence, "no commit of the lake's files was held after a completed "
+                            "checkpoint at the kill")
+    return Verification(True, evidence, f"{failover.why}; killed while the sink committed checkpoint "
+                        f"{completed}'s files ({held} completion(s) held at the S3 gate)")
 
 
 def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float, job_id: str | None = None) -> dict[str, Any]:
@@ -883,6 +961,36 @@ def rescale_evidence(stopped: str | None, rescaled: dict[str, Any], consumed: di
                         f"{back_to} again")
 
 
+def upgrade_evidence(stopped: str | None, savepoint: str | None, upgraded: dict[str, Any], consumed: dict[str, Any],
+                     lake: dict[str, Any], to_version: int) -> Verification:
+    """An upgrade reached the job when a new job (not the stopped one) was restored (Flink's own checkpoint
+    statistics, ``latest.restored``) from the savepoint the old one was stopped with, and runs; its committed
+    offsets moved on every partition (it consumed, and checkpointed, as the new revision); and the lake holds
+    change files committed after the upgrade in the new revision's schema (``lake["new_version_files"]``)."""
+    restored = upgraded.get("restored") or {}
+    evidence = {"stopped": stopped, "savepoint": savepoint, "upgraded": upgraded, "consumed_since_upgrade": consumed,
+                "lake_since_upgrade": lake}
+    problems = []
+    if not upgraded.get("job") or upgraded.get("job") == stopped:
+        problems.append("no new job was started for the upgrade")
+    elif (not savepoint or str(restored.get("external_path") or "").rstrip("/") != savepoint.rstrip("/")
+          or from_retained_checkpoint(restored)):
+        problems.append(f"the upgraded job was not restored from the savepoint {savepoint} (restored: "
+                        f"{restored or 'nothing'})")
+    elif upgraded.get("state") != "RUNNING":
+        problems.append(f"the upgraded job is {upgraded.get('state')}, not RUNNING")
+    if not consumed.get("every"):
+        problems.append(f"the upgraded job did not commit offsets on every partition ({consumed.get('moved')})")
+    if not lake.get("new_version_files"):
+        problems.append(f"no change file of lake schema version {to_version} was committed after the upgrade "
+                        f"({lake})")
+    if problems:
+        return Verification(False, evidence, "; ".join(problems))
+    return Verification(True, evidence, f"job {stopped} was stopped with a savepoint and {upgraded['job']} (job "
+                        f"version {to_version}) runs restored from it, consumed every partition and committed "
+                        f"{lake['new_version_files']} file(s) of lake schema version {to_version}")
+
+
 def older_restore_evidence(cancelled: dict[str, Any], chosen: int | None, resumed: dict[str, Any]) -> Verification:
     """A restore from an older checkpoint reached the job when the new job was restored (Flink's own checkpoint
     statistics) from the chosen checkpoint, that checkpoint is older than the latest one the cancelled job
@@ -939,6 +1047,17 @@ class OperatorAction(Nemesis):
         return self._recovery
 
 
+def offsets_once_moved(probe: JobProbe, start: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The job's committed offsets once they moved past ``start`` on every partition (a new job commits on each
+    completed checkpoint), or when ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = probe.offsets()
+        if offsets_moved(start, now)["every"] or time.monotonic() >= deadline:
+            return now
+        time.sleep(1.0)
+
+
 class Rescale(OperatorAction):
     """Rescale the running job as an operator does: stop it with a savepoint and resume it from that savepoint
     at ``parallelism``; on heal stop it with a savepoint again and resume it at the parallelism it had.  The
@@ -991,13 +1110,8 @@ class Rescale(OperatorAction):
         """The job's committed offsets before it is scaled back, once the rescaled job committed on every
         partition (it commits on each completed checkpoint) or ``consume_timeout_s`` passed: a heal due while
         the rescaled job was still deploying would otherwise scale it back before it consumed anything."""
-        start = obs.inject.get("offsets_at_start") or {}
-        deadline = time.monotonic() + self.consume_timeout_s
-        while True:
-            now = probe.offsets()
-            if offsets_moved(start, now)["every"] or time.monotonic() >= deadline:
-                return {"offsets": now}
-            time.sleep(1.0)
+        return {"offsets": offsets_once_moved(probe, obs.inject.get("offsets_at_start") or {},
+                                              self.consume_timeout_s)}
 
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
         if self._original is None and self._savepoint is None:
@@ -1016,6 +1130,94 @@ class Rescale(OperatorAction):
                                     back_to)
 
         return poll_evidence(check, self.verify_timeout_s)
+
+
+class JobUpgrade(OperatorAction):
+    """Upgrade the running job as an operator does: stop it with a savepoint and resume a changed job (the next
+    revision, ``JobConfig.job_version``: one more derived column in the lake) from that savepoint, its state
+    mapped by operator ids.  The restore refuses state it cannot map (``execution.state-recovery.
+    ignore-unclaimed-state: false``), so a revision that changed the plan's shape fails the submission here.
+    The upgrade stays (the heal does nothing, unless the upgraded job never started: then it resumes the old
+    revision from the savepoint already taken, so the run goes on).  Effective when the new job was restored
+    from that savepoint (Flink's checkpoint statistics) and runs, its committed offsets moved on every
+    partition, and the lake holds change files committed after the upgrade in the new lake schema version."""
+
+    name = "upgrade"
+    verify_timeout_s = 30.0
+    #: how long the upgraded job may take to commit offsets on every partition before the fault is judged
+    consume_timeout_s = 45.0
+
+    def __init__(self, to_version: int = 2) -> None:
+        self.to_version = to_version
+        self._stopped_config: JobConfig | None = None   # the revision stopped, not yet resumed (a submission failed)
+        self._savepoint: str | None = None
+        self._probe: JobProbe | None = None
+
+    def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
+        self._probe = probe      # the inject reads the offsets the upgraded job starts from through it
+        return {"shape": _job_shape(probe, job_id)}
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        import dataclasses
+
+        pipeline = self.pipeline()
+        current = pipeline.current_config
+        assert current is not None
+        if current.job_version >= self.to_version:
+            raise RuntimeError(f"the job already runs version {current.job_version}: nothing to upgrade to "
+                               f"{self.to_version}")
+        stopped = pipeline.current_job_id
+        self._savepoint = pipeline.stop_with_savepoint()
+        self._stopped_config = current
+        stopped_ms = int(time.time() * 1000)
+        job = pipeline.submit(dataclasses.replace(current, job_version=self.to_version), restore=self._savepoint)
+        savepoint, self._savepoint, self._stopped_config = self._savepoint, None, None
+        pipeline.wait_running(job)
+        return {"stopped": stopped, "savepoint": savepoint, "job": job, "from_version": current.job_version,
+                "to_version": self.to_version, "stopped_ms": stopped_ms, "lake_root": current.lake_root,
+                "offsets_at_start": self._probe.offsets() if self._probe is not None else {}}
+
+    def observe_end(self, stack: Stack, probe: JobProbe, obs: Observation) -> dict[str, Any]:
+        """The job's committed offsets once the upgraded job committed on every partition (on a completed
+        checkpoint) or ``consume_timeout_s`` passed."""
+        return {"offsets": offsets_once_moved(probe, obs.inject.get("offsets_at_start") or {},
+                                              self.consume_timeout_s)}
+
+    def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
+        if self._savepoint is None or self._stopped_config is None:
+            return {}                            # upgraded (the upgrade stays), or never stopped
+        pipeline = self.pipeline()
+        savepoint, cfg = self._savepoint, self._stopped_config
+        job = pipeline.submit(cfg, restore=savepoint)
+        self._savepoint = self._stopped_config = None
+        pipeline.wait_running(job)
+        return {"resumed_old_version": cfg.job_version, "job": job, "savepoint": savepoint}
+
+    @staticmethod
+    def lake_since(stack: Stack, lake_root: str, since_ms: int, version: int) -> dict[str, Any]:
+        """Change files committed at or after ``since_ms`` under the run's lake, by lake schema version."""
+        from harness.lake import LakeReader
+
+        prefix = lake_root.removeprefix(f"s3://{stack.config.s3.bucket}").strip("/")
+        files = LakeReader.for_s3(stack.s3.endpoints(), prefix).change_files(since_ms)
+        by_version: dict[str, int] = {}
+        for f in files:
+            by_version[str(f.lake_version)] = by_version.get(str(f.lake_version), 0) + 1
+        return {"files_by_version": by_version,
+                "new_version_files": sum(1 for f in files if (f.lake_version or 0) >= version),
+                "tables": sorted({f.table for f in files if (f.lake_version or 0) >= version})}
+
+    def verify(self, stack: Stack, probe: JobProbe, obs: Observation) -> Verification | None:
+        job = obs.inject.get("job")
+        consumed = offsets_moved(obs.inject.get("offsets_at_start") or {}, obs.end.get("offsets") or {})
+
+        def check() -> Verification:
+            lake = self.lake_since(stack, obs.inject.get("lake_root") or "", int(obs.inject.get("stopped_ms") or 0),
+                                   self.to_version)
+            return upgrade_evidence(obs.inject.get("stopped"), obs.inject.get("savepoint"),
+                                    _job_shape(probe, job) if job else {}, consumed, lake, self.to_version)
+
+        return poll_evidence(check, self.verify_timeout_s, interval_s=2.0)
 
 
 class RestoreOlderCheckpoint(OperatorAction):

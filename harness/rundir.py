@@ -11,8 +11,10 @@ import fcntl
 import json
 import os
 import random
+import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,6 +119,52 @@ class RunDir:
         ports_file.write_text(json.dumps({**old, **chosen}, indent=1))
         return chosen
 
+    def mount_tmpfs(self, path: Path, size_mb: int) -> Path:
+        """Mount a tmpfs of ``size_mb`` MiB at ``path`` (inside this run directory): a disk of its own that a
+        fault can fill.  Unmounted by :meth:`remove` (so by ``Stack.down``, ``cdc-chaos down`` and the reaping of
+        a crashed run), like every mount under the run directory."""
+        path = Path(path)
+        if self.path not in path.parents:
+            raise ValueError(f"{path} is not inside the run directory {self.path}")
+        path.mkdir(parents=True, exist_ok=True)
+        if path.is_mount():
+            return path
+        try:
+            res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size_mb)}m,mode=0755", "tmpfs",
+                                  str(path)], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+            error = "" if res.returncode == 0 else (res.stdout + res.stderr).strip()
+        except FileNotFoundError:
+            error = "no mount command on PATH (util-linux)"
+        if error:
+            from harness.process import ComponentError
+
+            raise ComponentError(
+                f"could not mount a {size_mb} MiB tmpfs at {path} ({error}): "
+                "[flink] taskmanager_disk_mb > 0 gives each TaskManager a disk of its own, which needs mount "
+                "rights (root, or CAP_SYS_ADMIN in a container: docker run --cap-add SYS_ADMIN). Run the harness "
+                "as root, or leave taskmanager_disk_mb = 0 (the disk_full_taskmanager scenario needs it)")
+        return path
+
+    def mounts(self) -> list[Path]:
+        """Mount points inside this run directory, deepest first."""
+        return mounts_under(self.path)
+
+    def unmount_all(self) -> list[Path]:
+        """Unmount every mount point inside this run directory (lazily when one is still busy)."""
+        done: list[Path] = []
+        for _ in range(5):        # a path mounted over twice needs one umount per layer
+            mounts = self.mounts()
+            if not mounts:
+                break
+            for mount in mounts:
+                res = subprocess.run(["umount", str(mount)], capture_output=True, stdin=subprocess.DEVNULL,
+                                     timeout=30)
+                if res.returncode != 0:
+                    subprocess.run(["umount", "-l", str(mount)], capture_output=True, stdin=subprocess.DEVNULL,
+                                   timeout=30)
+                done.append(mount)
+        return done
+
     def kill_all(self) -> None:
         """SIGKILL every process group this run started (continuing paused ones first)."""
         for pgid in self.pgids():
@@ -128,6 +176,7 @@ class RunDir:
 
     def remove(self) -> None:
         self.kill_all()
+        self.unmount_all()    # after the kill: nothing holds a file open there any more
         registry = runs_root() / "ports.json"
         with file_lock(runs_root() / "ports.lock"):
             taken = _live_reservations(registry)
@@ -142,6 +191,24 @@ def _live_reservations(registry: Path) -> dict[str, list[int]]:
     except (FileNotFoundError, ValueError):
         return {}
     return {path: ports for path, ports in taken.items() if Path(path).is_dir()}
+
+
+def _unescape_mount(field: str) -> str:
+    """A path from /proc/self/mountinfo: spaces, tabs, newlines and backslashes are octal escapes there."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(root: Path, mountinfo: str | None = None) -> list[Path]:
+    """Mount points strictly inside ``root`` (from ``/proc/self/mountinfo``), deepest first."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return []
+    root_s = str(Path(root).resolve()).rstrip("/") + "/"
+    found = {Path(_unescape_mount(line.split()[4])) for line in mountinfo.splitlines() if len(line.split()) > 4}
+    inside = [p for p in found if str(p).startswith(root_s)]
+    return sorted(inside, key=lambda p: len(p.parts), reverse=True)
 
 
 def reap_stale() -> list[Path]:

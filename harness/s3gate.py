@@ -7,12 +7,14 @@ own S3 clients talk to MinIO directly, so a gate fault hits the job and never th
 
 Standalone (standard library only), run as ``python harness/s3gate.py --listen P --upstream U --control C
 --log FILE``.  Every request is forwarded byte for byte (headers too: the SigV4 signature covers ``Host``),
-and logged as one JSON line (op, status, bytes, ms, injected).  The control port answers:
+and logged as one JSON line (op, status, bytes, ms, injected; ``code``: the S3 error code of an error answer
+from the store, e.g. ``RequestTimeTooSkewed``).  The control port answers:
 
 - ``GET /health``; ``GET /stats``: requests and injected faults by S3 operation since start;
-- ``PUT /fault`` ``{"mode": "slowdown" | "fail" | "hang", "ops": [...], "probability": p, "hang_ms": n}``:
-  from now on answer matching requests with 503 SlowDown, 500 InternalError, or hold them ``hang_ms``
-  before forwarding; ``DELETE /fault`` ends it.
+- ``PUT /fault`` ``{"mode": "slowdown" | "fail" | "hang", "ops": [...], "probability": p, "hang_ms": n,
+  "exclude": [...]}``: from now on answer matching requests (of those operations, whose path contains none of
+  the ``exclude`` strings) with 503 SlowDown, 500 InternalError, or hold them ``hang_ms`` before forwarding;
+  ``DELETE /fault`` ends it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import http.client
 import json
 import random
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +60,12 @@ def s3_operation(method: str, path: str) -> str:
     return f"{method}?"
 
 
+def error_code(body: bytes) -> str | None:
+    """The S3 error code of an error answer's XML body (``RequestTimeTooSkewed``, ``AccessDenied``, ...)."""
+    m = re.search(rb"<Code>([^<]{1,64})</Code>", body[:4096])
+    return m.group(1).decode("ascii", "replace") if m else None
+
+
 class Gate:
     def __init__(self, upstream: tuple[str, int], log_path: str | None) -> None:
         self.upstream = upstream
@@ -66,11 +75,12 @@ class Gate:
         self.rng = random.Random()
         self.log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115 - lives with the process
 
-    def decide(self, op: str) -> dict[str, Any] | None:
+    def decide(self, op: str, path: str = "") -> dict[str, Any] | None:
         with self.lock:
             self.stats.setdefault(op, {"requests": 0, "injected": 0, "unreachable": 0})["requests"] += 1
             f = self.fault
-            if f is None or (f.get("ops") and op not in f["ops"]) or self.rng.random() >= f.get("probability", 1.0):
+            if f is None or (f.get("ops") and op not in f["ops"]) \
+                    or any(x in path for x in f.get("exclude", ())) or self.rng.random() >= f.get("probability", 1.0):
                 return None
             self.stats[op]["injected"] += 1
             return dict(f)
@@ -118,7 +128,7 @@ def make_handler(gate: Gate) -> type[BaseHTTPRequestHandler]:
             started = time.monotonic()
             op = s3_operation(self.command, self.path)
             body = self._body()
-            fault = gate.decide(op)
+            fault = gate.decide(op, self.path)
             entry: dict[str, Any] = {"ts_ms": int(time.time() * 1000), "method": self.command, "op": op,
                                      "path": self.path[:200], "bytes_in": len(body), "injected": None}
             if fault is not None and fault["mode"] in ERRORS:
@@ -143,7 +153,8 @@ def make_handler(gate: Gate) -> type[BaseHTTPRequestHandler]:
                 resp = conn.getresponse()
                 data = resp.read()
                 self._reply(resp.status, resp.getheaders(), data)
-                gate.record({**entry, "status": resp.status, "bytes_out": len(data),
+                err = error_code(data) if resp.status >= 400 else None
+                gate.record({**entry, "status": resp.status, "bytes_out": len(data), **({"code": err} if err else {}),
                              "ms": round((time.monotonic() - started) * 1000)})
             except OSError as exc:
                 with gate.lock:   # the store was not there for this request of the job (evidence of an outage)

@@ -61,6 +61,7 @@ FAULT_POOL: list[PoolEntry] = [
     _e(lambda: TaskManagerKill(), "flink"),
     _e(lambda: TaskManagerKill(all_members=True), "flink"),
     _e(lambda: TaskManagerKill(during_checkpoint=True), "flink"),
+    _e(lambda: TaskManagerKill(during_commit=True), "flink", "s3-gate"),
     _e(lambda: JobManagerKill(), "flink", duration_s=(2.0, 4.0)),
     _e(lambda: Pause("flink", "taskmanager-1"), "flink", duration_s=(6.0, 9.0)),
     _e(lambda: BrokerKill(), "kafka"),

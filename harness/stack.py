@@ -233,6 +233,11 @@ class Stack:
         _LOG.info(message)
 
 
+def _short(key: str) -> str:
+    """A stack-shape key as a run directory's name carries it: ``brokers``, or ``tdm`` for ``taskmanager_disk_mb``."""
+    return key if len(key) <= 8 else "".join(part[:1] for part in key.split("_"))
+
+
 class StackPool:
     """One stack per distinct configuration, started on first use and all torn down by ``close`` (a pytest
     worker's stacks: the default one, and e.g. a 3-broker one only if a scenario asks for it)."""
@@ -246,7 +251,8 @@ class StackPool:
         key = json.dumps(overrides or {}, sort_keys=True)
         if key not in self._stacks:
             config = self.config.with_overrides(**overrides) if overrides else self.config
-            suffix = "".join(f"-{k}" + "".join(f"-{n}{v}" for n, v in sorted(vals.items()))
+            # short: the database's unix socket lives in the run directory, and its path is capped at 107 bytes
+            suffix = "".join(f"-{k}" + "".join(f"-{_short(n)}{v}" for n, v in sorted(vals.items()))
                              for k, vals in sorted((overrides or {}).items()))
             stack = Stack(config, label=f"{self.label}{suffix}")
             try:

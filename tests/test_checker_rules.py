@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from harness.checker import ANOMALY_CLASSES, SCHEMA_VERSION, ExactlyOnceChecker, Verdict
 from harness.kafka_client import Record
 from harness.lake import LakeReader
-from harness.lake_schema import CHANGE_SCHEMA
+from harness.lake_schema import CHANGE_SCHEMA, change_schema
 from harness.topic import TOPIC_SCHEMA, parse_records, skipped_counts
 
 T0 = 1_767_225_600_000          # 2026-01-01T00:00:00Z
@@ -175,8 +175,10 @@ class Fixture:
             files.setdefault(root / r["_table"] / f"dt={d}" / f"hr={h}" / r["_part"], []).append(r)
         for path, rows in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_pylist([{k: r[k] for k in CHANGE_SCHEMA.names} for r in rows],
-                                                schema=CHANGE_SCHEMA), path)
+            # a file of rows carrying price_tier was written by job version 2 (lake schema 2), else version 1
+            schema = change_schema(2) if any("price_tier" in r for r in rows) else CHANGE_SCHEMA
+            pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows],
+                                                schema=schema), path)
             mtime = max(r["_mtime"] for r in rows) / 1000
             os.utime(path, (mtime, mtime))
         for (table, d, h), ms in self.markers.items():
@@ -486,6 +488,53 @@ def test_wrong_line_total_is_enrichment_wrong(tmp_path: Path) -> None:
     v = fx.check(tmp_path / "lake")
     _only(v, "ENRICHMENT_WRONG")
     assert set(v.anomalies["ENRICHMENT_WRONG"]["examples"][0]["columns"]) == {"line_total"}
+
+
+def _tier(price: Decimal | None) -> str | None:
+    """The test's own statement of price_tier (lake schema version 2 on)."""
+    return None if price is None else "low" if price < 20 else "mid" if price < 100 else "high"
+
+
+def _upgrade(fx: Fixture, at_ms: int = T0 + 10_000) -> None:
+    """The job upgraded to version 2 at ``at_ms``: files committed after it carry price_tier, those before not."""
+    for r in fx.rows:
+        if r["_mtime"] > at_ms:
+            r["price_tier"] = _tier(r["unit_price"])
+
+
+def test_files_with_and_without_price_tier_read_side_by_side(tmp_path: Path) -> None:
+    fx = build()
+    _upgrade(fx)
+    assert {"price_tier" in r for r in fx.rows} == {True, False}
+    root = fx.write(tmp_path / "lake")
+    lake = LakeReader(pafs.LocalFileSystem(), str(root)).snapshot()
+    by_version = {(r["lake_version"], r["price_tier"] is None) for r in lake.changes().to_pylist()}
+    assert by_version == {(1, True), (2, False)}
+    assert fx.check(tmp_path / "lake").clean
+
+
+def test_wrong_price_tier_is_enrichment_wrong(tmp_path: Path) -> None:
+    fx = build()
+    _upgrade(fx)
+    r = fx.row(_seq(fx, "u", 7000))                # 3.50: low
+    assert r["price_tier"] == "low"
+    r["price_tier"] = "mid"
+    v = fx.check(tmp_path / "lake")
+    _only(v, "ENRICHMENT_WRONG")
+    (ex,) = v.anomalies["ENRICHMENT_WRONG"]["examples"]
+    assert ex["columns"] == {"price_tier": {"lake": "mid", "expected": "low"}}
+
+
+def test_the_checkers_price_tier_rule_at_its_bounds() -> None:
+    import duckdb
+
+    from harness.checker import _sql_price_tier
+
+    prices = [None, Decimal("0.00"), Decimal("19.99"), Decimal("20.00"), Decimal("99.99"), Decimal("100.00"),
+              Decimal("99999999.99")]
+    got = [duckdb.execute(f"SELECT {_sql_price_tier('p')} FROM (SELECT CAST(? AS DECIMAL(10, 2)) AS p)",
+                          [p]).fetchall()[0][0] for p in prices]
+    assert got == [_tier(p) for p in prices]
 
 
 def test_wrong_partition_is_wrong_partition(tmp_path: Path) -> None:

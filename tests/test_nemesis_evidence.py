@@ -19,6 +19,7 @@ import pytest
 from harness import kafka_client
 from harness.nemesis import (
     NO_JOB,
+    JobUpgrade,
     Nemesis,
     NemesisRunner,
     NetworkLatency,
@@ -47,6 +48,7 @@ from harness.nemesis import (
     resent_changes,
     restarted_since,
     terminal_failure_evidence,
+    upgrade_evidence,
 )
 from harness.pipeline import Pipeline
 from harness.stack import Stack
@@ -295,6 +297,50 @@ def test_a_rescale_needs_a_new_job_at_the_parallelism_that_consumed_and_a_job_ba
                                              job_shape(_job("c", "FAILED"), _checkpoints(SAVEPOINT)), 2, 1),
     }
     assert {why: v.effective for why, v in non_evidence.items()} == dict.fromkeys(non_evidence, False)
+
+
+def test_an_upgrade_needs_the_new_job_restored_from_its_savepoint_consuming_and_new_files_in_the_lake() -> None:
+    path = SAVEPOINT["external_path"]
+    upgraded = job_shape(_job("b"), _checkpoints(SAVEPOINT))
+    lake = {"files_by_version": {"1": 2, "2": 3}, "new_version_files": 3, "tables": ["orders"]}
+    found = upgrade_evidence("a", path, upgraded, EVERY_PARTITION, lake, 2)
+    assert found.effective and "3 file(s) of lake schema version 2" in found.why, found
+    non_evidence = {
+        "same job": upgrade_evidence("b", path, upgraded, EVERY_PARTITION, lake, 2),
+        "fresh start, state lost": upgrade_evidence("a", path, job_shape(_job("b"), _checkpoints()),
+                                                    EVERY_PARTITION, lake, 2),
+        "another savepoint": upgrade_evidence("a", path + "-other", upgraded, EVERY_PARTITION, lake, 2),
+        "from a checkpoint": upgrade_evidence("a", CHECKPOINT["external_path"],
+                                              job_shape(_job("b"), _checkpoints(CHECKPOINT)), EVERY_PARTITION, lake, 2),
+        "not running": upgrade_evidence("a", path, job_shape(_job("b", "FAILED"), _checkpoints(SAVEPOINT)),
+                                        EVERY_PARTITION, lake, 2),
+        "consumed nothing": upgrade_evidence("a", path, upgraded, {**EVERY_PARTITION, "every": False}, lake, 2),
+        "no new files": upgrade_evidence("a", path, upgraded, EVERY_PARTITION,
+                                         {"files_by_version": {"1": 4}, "new_version_files": 0}, 2),
+    }
+    assert {why: v.effective for why, v in non_evidence.items()} == dict.fromkeys(non_evidence, False)
+
+
+def test_an_upgrade_resubmits_the_next_revision_from_its_savepoint_and_survives_a_failed_submission() -> None:
+    pipeline = FakeOperatorPipeline()
+    upgrade = JobUpgrade(to_version=2)
+    upgrade.bind(pipeline)  # type: ignore[arg-type]
+    out = upgrade.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    assert out["stopped"] == "job-0" and (out["from_version"], out["to_version"]) == (1, 2)
+    assert pipeline.calls == [("stop", "job-0"), ("submit", 1, "s3://lake/savepoint-1")]
+    assert pipeline.current_config is not None and pipeline.current_config.job_version == 2
+    assert upgrade.heal(FakeStack(), pipeline) == {}  # type: ignore[arg-type]   # the upgrade stays
+    with pytest.raises(RuntimeError, match="already runs version 2"):
+        upgrade.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    # the upgraded job could not be submitted (e.g. its state did not map): the heal resumes the old revision
+    pipeline = FakeOperatorPipeline(fail_submits=1)
+    upgrade = JobUpgrade(to_version=2)
+    upgrade.bind(pipeline)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="submission failed"):
+        upgrade.inject(FakeStack(), random.Random(0))  # type: ignore[arg-type]
+    assert upgrade.heal(FakeStack(), pipeline)["resumed_old_version"] == 1  # type: ignore[arg-type]
+    assert pipeline.calls == [("stop", "job-0"), ("submit", 1, "s3://lake/savepoint-1")]
+    assert pipeline.current_config is not None and pipeline.current_config.job_version == 1
 
 
 def test_an_older_restore_needs_flink_to_have_restored_a_checkpoint_older_than_the_latest() -> None:

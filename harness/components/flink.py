@@ -17,6 +17,24 @@ from harness.config import StackConfig
 from harness.install.flink import ensure_flink
 from harness.process import ManagedProcess
 
+#: where Debian's libfaketime (package ``libfaketime``) puts the library, per architecture
+FAKETIME_GLOBS = ("/usr/lib/*/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1",
+                  "/usr/local/lib/faketime/libfaketime.so.1")
+
+
+def faketime_library() -> str:
+    """The path of libfaketime.so.1; a clear error naming the fix when the machine has none."""
+    import glob
+
+    from harness.process import ComponentError
+
+    for pattern in FAKETIME_GLOBS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    raise ComponentError("[flink] taskmanager_faketime = true needs libfaketime (looked for "
+                         f"{', '.join(FAKETIME_GLOBS)}): run ./run setup, or apt-get install libfaketime faketime")
+
 
 class FlinkCluster(Component):
     name = "flink"
@@ -86,7 +104,20 @@ class FlinkCluster(Component):
             "web.checkpoints.history": 2000,
         }
         (self.dir / "tmp").mkdir(exist_ok=True)
+        if f.taskmanager_disk_mb:    # a disk of its own per TaskManager (unmounted when the run dir is removed)
+            for tm in self.taskmanagers():
+                self.run.mount_tmpfs(self.disk_dir(tm), f.taskmanager_disk_mb)
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))
+
+    def disk_dir(self, member: str) -> Path:
+        """A TaskManager's own working directory, a tmpfs of ``[flink] taskmanager_disk_mb`` MiB when that is
+        set (else the members share ``tmp/`` and this is not used)."""
+        return self.dir / "disk" / member
+
+    def _tm_args(self, member: str) -> list[str]:
+        # dynamic properties of this TaskManager alone: RocksDB's local database, the S3 writer's part buffers
+        # and the blob cache all live under io.tmp.dirs (its working directory)
+        return ["-D", f"io.tmp.dirs={self.disk_dir(member)}"] if self.config.flink.taskmanager_disk_mb else []
 
     def _env(self, member: str) -> dict[str, str]:
         import os
@@ -94,7 +125,36 @@ class FlinkCluster(Component):
         log_dir = self.dir / "log" / member
         log_dir.mkdir(parents=True, exist_ok=True)
         return {**os.environ, "FLINK_HOME": str(self._home), "FLINK_CONF_DIR": str(self.conf_dir),
-                "FLINK_LOG_DIR": str(log_dir), "FLINK_PID_DIR": str(log_dir)}
+                "FLINK_LOG_DIR": str(log_dir), "FLINK_PID_DIR": str(log_dir), **self._faketime_env(member)}
+
+    def clock_file(self, member: str) -> Path:
+        """A TaskManager's libfaketime clock file (``[flink] taskmanager_faketime``): the offset of its wall
+        clock, ``+0`` while it is right."""
+        return self.dir / "clock" / member
+
+    def set_clock(self, member: str, offset_s: int) -> Path:
+        """Move ``member``'s wall clock to ``offset_s`` seconds off the machine's (0: right again); its JVM reads
+        the file again within ``FAKETIME_CACHE_DURATION`` (1 s), without a restart."""
+        if not self.config.flink.taskmanager_faketime or not member.startswith("taskmanager"):
+            raise ValueError(f"{member} runs with the machine's clock: a TaskManager's clock moves only on a "
+                             "stack with [flink] taskmanager_faketime = true")
+        path = self.clock_file(member)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{int(offset_s):+d}\n")
+        tmp.replace(path)        # atomic: the JVM never reads a half-written offset
+        return path
+
+    def _faketime_env(self, member: str) -> dict[str, str]:
+        # each TaskManager under libfaketime with a clock file of its own, right (+0) at start.  The monotonic
+        # clock moves with it: with FAKETIME_DONT_FAKE_MONOTONIC=1 libfaketime 0.9.10 makes every JVM ~10x slower
+        # (a TaskManager did not register within 90 s), so a skew here is a step of both clocks
+        if not self.config.flink.taskmanager_faketime or not member.startswith("taskmanager"):
+            return {}
+        library = faketime_library()
+        path = self.clock_file(member)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("+0\n")
+        return {"LD_PRELOAD": library, "FAKETIME_TIMESTAMP_FILE": str(path), "FAKETIME_CACHE_DURATION": "1"}
 
     def build_processes(self) -> dict[str, ManagedProcess]:
         bin_dir = self._home / "bin"
@@ -102,7 +162,8 @@ class FlinkCluster(Component):
                                                 self._env("jobmanager"))}
         for tm in self.taskmanagers():
             # no fixed resource id: a restarted TaskManager must register as a new instance
-            procs[tm] = self.new_process(tm, [str(bin_dir / "taskmanager.sh"), "start-foreground"], self._env(tm))
+            procs[tm] = self.new_process(tm, [str(bin_dir / "taskmanager.sh"), "start-foreground", *self._tm_args(tm)],
+                                         self._env(tm))
         return procs
 
     def overview(self) -> dict[str, Any]:

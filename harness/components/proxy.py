@@ -147,10 +147,12 @@ class NetworkProxy(Component):
         return _request("S3 gate", self.gate_url, method, path, body)
 
     def gate_fault(self, mode: str, ops: list[str] | None = None, probability: float = 1.0,
-                   hang_ms: int = 5000) -> None:
+                   hang_ms: int = 5000, exclude: list[str] | None = None) -> None:
         """From now on answer the job's matching S3 requests with ``slowdown`` (503), ``fail`` (500) or
-        ``hang`` them; ``ops`` are S3 operation names (``CompleteMultipartUpload``, ``UploadPart``, ...)."""
-        self._gate("put", "/fault", {"mode": mode, "ops": ops or [], "probability": probability, "hang_ms": hang_ms})
+        ``hang`` them; ``ops`` are S3 operation names (``CompleteMultipartUpload``, ``UploadPart``, ...);
+        requests whose path contains one of ``exclude`` pass untouched."""
+        self._gate("put", "/fault", {"mode": mode, "ops": ops or [], "probability": probability, "hang_ms": hang_ms,
+                                     "exclude": exclude or []})
 
     def gate_clear(self) -> None:
         self._gate("delete", "/fault")
