@@ -32,16 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="changes per second the workload applies in each scenario (default: the profile's)")
 
 
-#: fixtures that start real components: tests using them take a minute or more each
-_LIVE_FIXTURES = frozenset({"stack", "stacks"})
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under a profile without nightly-only scenarios (ci), leave them out, unless the run names tests with
-    ``-k`` (then the expression decides, so ``-k broker_leader_kill_3`` runs it).  Then live tests first: xdist
-    hands tests out in this order, and seconds-long unit tests at the end keep both workers busy to the last
-    minute instead of one worker finishing a two-minute scenario alone."""
-    items.sort(key=lambda item: not _LIVE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    ``-k`` (then the expression decides, so ``-k broker_leader_kill_3`` runs it)."""
     if profile(config.getoption("--profile")).nightly_only or config.getoption("keyword"):
         return
     keep, drop = [], []

@@ -430,6 +430,15 @@ def poll_evidence(check: Callable[[], Verification], timeout_s: float, interval_
         time.sleep(interval_s)
 
 
+def _as_json_lists(value: Any) -> Any:
+    """``value`` with every tuple made a list, recursively (what a JSON round trip does to them)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_json_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_json_lists(v) for k, v in value.items()}
+    return value
+
+
 class Nemesis(abc.ABC):
     """One kind of fault. ``inject`` breaks something; ``heal`` restores it (idempotent).
 
@@ -456,8 +465,9 @@ class Nemesis(abc.ABC):
     def spec(self) -> dict[str, Any]:
         """This fault as data: its class and constructor arguments (:func:`nemesis_from_spec` rebuilds it)."""
         args, kwargs = getattr(self, "_init_args", ([], {}))
-        # as JSON has it (tuples become lists), so a spec equals itself read back from schedule.json
-        return {"kind": type(self).__name__, **json.loads(json.dumps({"args": args, "kwargs": kwargs}))}
+        # tuples as lists, as JSON has them, so a spec equals itself read back from schedule.json (an argument
+        # JSON cannot hold, e.g. a test's pipeline object, stays as it is)
+        return {"kind": type(self).__name__, "args": _as_json_lists(list(args)), "kwargs": _as_json_lists(kwargs)}
 
     @abc.abstractmethod
     def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]: ...

@@ -26,9 +26,6 @@ from harness.stack import Stack
 
 _INDEX = itertools.count(200)
 
-# one worker builds the live lake and runs every mutation on it (the run takes minutes under the suite's load)
-pytestmark = pytest.mark.xdist_group("live-lake-mutations")
-
 
 @dataclass
 class LiveLake:
