@@ -232,7 +232,9 @@ def test_enrichment_is_the_customer_row_the_order_commit_saw(stack: Stack, seed:
     result = run(stack, spec, index=next(_INDEX))
     wrong = result.verdict.anomalies["ENRICHMENT_WRONG"]
     assert result.found() == {"ENRICHMENT_WRONG"}, result.summary
-    assert {e["order_id"] for e in wrong["examples"]} == set(placed), wrong
+    # convicted on the held orders and nothing else; usually both, but under the suite's load one interleaving
+    # can come out right for the known-bad job too (seen once: only the second), so not necessarily both
+    assert {e["order_id"] for e in wrong["examples"]} <= set(placed), wrong
 
 
 def test_job_planner_answers_a_failed_submission_and_leaves_nothing_behind(run_dir: RunDir) -> None:
