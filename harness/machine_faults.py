@@ -150,6 +150,10 @@ def disk_full_verdict(found: dict[str, Any], member: str, hosted: bool) -> Verif
                         f"the job names a full disk ({found['log']['count']} ENOSPC line(s) in its log)")
 
 
+def _taskmanagers(stack: Stack) -> list[str]:
+    return [m for m in stack.flink.members() if m.startswith("taskmanager")]
+
+
 class DiskFull(Nemesis):
     """Fill the working directory of the TaskManager hosting the job's tasks (``target="job"``): a filler file
     takes every byte of its disk, the tmpfs the stack mounts per TaskManager when ``[flink] taskmanager_disk_mb``
@@ -186,9 +190,8 @@ class DiskFull(Nemesis):
         if not flink.config.flink.taskmanager_disk_mb:
             raise RuntimeError("the stack's TaskManagers have no disk of their own to fill: start it with "
                                "[flink] taskmanager_disk_mb > 0 (Scenario.stack, as disk_full_taskmanager does)")
-        tms = [m for m in flink.members() if m.startswith("taskmanager")]
-        member, chosen = _choose_taskmanager(tms, self._placement, self.target, rng)
-        self._placement = None
+        member, chosen = _choose_taskmanager(_taskmanagers(stack), self._placement, self.target, rng)
+        self._placement = None     # a placement is good for one inject only
         disk = flink.disk_dir(member)
         if not disk.is_mount():
             raise RuntimeError(f"{disk} is not a mount point: the stack did not mount {member}'s disk")
@@ -399,9 +402,8 @@ class ClockSkew(Nemesis):
         if not flink.config.flink.taskmanager_faketime:
             raise RuntimeError("the stack's TaskManagers run with the machine's clock: start it with [flink] "
                                "taskmanager_faketime = true (Scenario.stack, as clock_skew_taskmanager does)")
-        tms = [m for m in flink.members() if m.startswith("taskmanager")]
-        member, chosen = _choose_taskmanager(tms, self._placement, self.target, rng)
-        self._placement = None
+        member, chosen = _choose_taskmanager(_taskmanagers(stack), self._placement, self.target, rng)
+        self._placement = None     # a placement is good for one inject only
         pid = flink.processes[member].pid
         if pid is None or not maps_library(pid):
             raise RuntimeError(f"{member} (pid {pid}) has not loaded libfaketime: its clock file would move nothing")
