@@ -2005,10 +2005,12 @@ class Schedule:
 
     @classmethod
     def random(cls, rng: random.Random, factories: list[Callable[[], Nemesis]], count: int,
-               window_s: tuple[float, float], duration_s: tuple[float, float]) -> Schedule:
-        """``count`` faults at seeded random times in ``window_s``, not overlapping; each a different kind
-        while kinds last (the same component killed again before it recovered proves nothing new, and leaves
-        neither fault able to show its effect)."""
+               window_s: tuple[float, float], duration_s: tuple[float, float],
+               overlapping: bool = False) -> Schedule:
+        """``count`` faults at seeded random times in ``window_s``, their windows not overlapping; each a
+        different kind while kinds last (the same component killed again before it recovered proves nothing
+        new, and leaves neither fault able to show its effect).  With ``overlapping`` each fault keeps its own
+        clock: the next one is injected on time while an earlier heal (a restart) is still under way."""
         faults: list[Fault] = []
         lo, hi = window_s
         t = lo
@@ -2021,7 +2023,7 @@ class Schedule:
             dur = min(rng.uniform(*duration_s), max(0.5, lo + (i + 1) * slot - start - 1))
             faults.append(Fault(round(max(start, t), 2), round(dur, 2), kinds[i]()))
             t = start + dur
-        return cls(faults)
+        return cls(faults, overlapping=overlapping)
 
     def __add__(self, other: Schedule) -> Schedule:
         return Schedule(self.faults + other.faults, self.overlapping or other.overlapping)
@@ -2102,10 +2104,12 @@ class NemesisRunner:
             if self._wait_until(t0 + fault.at_s):
                 return
             self._started = index + 1
+            # a step delayed by the heal before it still lasts its full length
+            begun = max(t0 + fault.at_s, time.monotonic())
             obs = self._observe(fault.nemesis)
             self._do(fault.nemesis, "inject", obs, index)
             self._active.append((index, fault.nemesis, obs))
-            if self._wait_until(t0 + fault.at_s + fault.duration_s):
+            if self._wait_until(begun + fault.duration_s):
                 return
             self._active.remove((index, fault.nemesis, obs))
             self._heal_and_verify(index, fault.nemesis, obs)

@@ -90,6 +90,11 @@ class RunResult:
         """Faults whose inject failed."""
         return [e for e in self.phases("error") if e.get("failed_phase") == "inject"]
 
+    def never_injected(self) -> list[FaultEvent]:
+        """Faults of the schedule whose time had not come when the workload ended (an earlier heal ran long):
+        they tested nothing."""
+        return self.phases("skipped")
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "replay": self.replay, "verdict": self.verdict.to_dict(),
                 "summary": self.summary, "timeline": [e.to_dict() for e in self.timeline],

@@ -51,6 +51,21 @@ def test_failed_injection_and_ineffective_fault_fail_every_path() -> None:
     assert not ok and "did not reach the job" in why
 
 
+def test_a_fault_that_never_ran_fails_the_scenario() -> None:
+    """A fault whose turn came after the workload ended tested nothing: the run fails, naming the fix."""
+    never = FaultEvent("connect-kill", "skipped", 5, {"fault": 1, "scheduled_at_s": 16.0,
+                                                      "why": "the workload ended before its turn came"})
+    ok, why = BY_NAME["mixed_storm"].passed(_result(timeline=[never]))
+    assert not ok and "never ran" in why and "min_duration_s" in why
+
+
+def test_a_scenarios_minimum_workload_raises_a_shorter_profile() -> None:
+    twice = BY_NAME["known_s3_restore_twice"]
+    assert twice.duration(20.0) == twice.min_duration_s > 20.0
+    assert twice.duration(120.0) == 120.0
+    assert BY_NAME["baseline"].duration(20.0) == 20.0
+
+
 def test_the_run_path_refuses_a_stack_of_another_shape() -> None:
     three = BY_NAME["broker_leader_kill_3"]
     one_broker = SimpleNamespace(config=SimpleNamespace(kafka=SimpleNamespace(brokers=1)))

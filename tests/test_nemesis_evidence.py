@@ -577,6 +577,18 @@ def test_a_fault_whose_turn_never_came_is_recorded_skipped() -> None:
     assert sorted(phases) == [(0, "verify"), (1, "skipped")], runner.timeline_dicts()
 
 
+def test_a_step_delayed_by_a_slow_heal_still_lasts_its_full_length() -> None:
+    """The second fault is due at 0.1 s for 0.3 s; the first heals at 0.45 s: the second starts then and is
+    healed 0.3 s later, not at once (its scheduled end, 0.4 s, had passed)."""
+    schedule = Schedule([Schedule.fixed(SlowHeal(True), 0.0, 0.05).faults[0],
+                         Schedule.fixed(Claims(True), 0.1, 0.3).faults[0]])
+    runner = _started(schedule)
+    time.sleep(1.2)
+    runner.finish()
+    second = {e.phase: e.wall_ms for e in runner.events()[2:] if e.phase in ("inject", "heal")}
+    assert second["heal"] - second["inject"] >= 280, runner.timeline_dicts()
+
+
 def test_a_storm_takes_each_kind_once_before_repeating() -> None:
     kinds = [lambda: Claims(True), lambda: Silent(True), lambda: SlowHeal(True)]
     for seed in range(20):
