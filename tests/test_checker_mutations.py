@@ -26,6 +26,9 @@ from harness.stack import Stack
 
 _INDEX = itertools.count(200)
 
+# one worker builds the live lake and runs every mutation on it (under --dist loadgroup, the suite's default)
+pytestmark = pytest.mark.xdist_group("live-lake-mutations")
+
 
 @dataclass
 class LiveLake:
