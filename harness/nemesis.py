@@ -707,31 +707,39 @@ class TaskManagerKill(ProcessKill):
     commit_hold_ms = 5000
 
     def __init__(self, all_members: bool = False, during_checkpoint: bool = False, wait_s: float = 20.0,
-                 target: str = "job", during_commit: bool = False) -> None:
+                 target: str = "job", during_commit: bool = False, during_offset_commit: bool = False) -> None:
         super().__init__(all_members=all_members)
         if target not in TM_TARGETS:
             raise ValueError(f"unknown TaskManager target {target!r}; use one of {TM_TARGETS}")
-        if during_checkpoint and during_commit:
-            raise ValueError("a kill lands in one window: during_checkpoint or during_commit, not both")
+        if during_checkpoint + during_commit + during_offset_commit > 1:
+            raise ValueError("a kill lands in one window: during_checkpoint, during_commit or "
+                             "during_offset_commit, not several")
         self.during_checkpoint = during_checkpoint
         self.during_commit = during_commit
+        self.during_offset_commit = during_offset_commit
         self.wait_s = wait_s
         self.target = target
         self._placement: dict[str, Any] | None = None
         self._job_id: str | None = None
+        self._group: str | None = None
         self._chosen = ""
         if during_checkpoint:
             self.name = "taskmanager-kill-in-checkpoint"
         if during_commit:
             self.name = "taskmanager-kill-in-commit"
+        if during_offset_commit:
+            self.name = "taskmanager-kill-in-offset-commit"
 
     def window(self, found: Verification) -> str | None:
         if self.during_commit:
             return "checkpoint completed, sink's files not yet committed"
+        if self.during_offset_commit:
+            return "checkpoint completed, source's Kafka offsets not yet committed"
         return "checkpoint in flight (barriers out, not completed)" if self.during_checkpoint else None
 
     def observe(self, stack: Stack, probe: JobProbe, job_id: str) -> dict[str, Any]:
         self._job_id = job_id
+        self._group = probe.consumer_group()
         self._placement = probe.placement(job_id)
         return {"placement": self._placement, **_job_state(probe, job_id)}
 
@@ -748,6 +756,11 @@ class TaskManagerKill(ProcessKill):
             with hold_sink_commits(stack, self.commit_hold_ms) as held:
                 hit = wait_for_held_commit(stack, held, self.wait_s, self._job_id)
                 out = super().inject(stack, rng)
+        elif self.during_offset_commit:
+            with hold_job_kafka_requests(stack, self.commit_hold_ms):
+                hit = wait_for_offset_commit_in_flight(stack, self._group, self.wait_s, self._job_id)
+                out = super().inject(stack, rng)
+                hit["committed_after_kill"] = _committed_or_none(stack, self._group)
         else:
             hit = wait_for_checkpoint_in_flight(stack.flink.rest_url, self.wait_s, self._job_id) \
                 if self.during_checkpoint else {}
@@ -764,6 +777,8 @@ class TaskManagerKill(ProcessKill):
             v = _taskmanager_evidence(probe, obs, killed)
             if v.effective and self.during_commit:
                 return commit_window_evidence(v, obs.inject)
+            if v.effective and self.during_offset_commit:
+                return offset_commit_window_evidence(v, obs.inject)
             if not v.effective or not self.during_checkpoint:
                 return v
             assert obs.job_id is not None
@@ -839,6 +854,87 @@ def commit_window_evidence(failover: Verification, inject: dict[str, Any]) -> Ve
                             "checkpoint at the kill")
     return Verification(True, evidence, f"{failover.why}; killed while the sink committed checkpoint "
                         f"{completed}'s files ({held} completion(s) held at the S3 gate)")
+
+
+@contextlib.contextmanager
+def hold_job_kafka_requests(stack: Stack, hold_ms: int) -> Iterator[None]:
+    """While open, every request the job sends its brokers (client -> broker, through the proxy's Kafka
+    routes) waits ``hold_ms`` in the proxy: a Kafka source's offset commit, sent on a checkpoint's completion
+    notice, is still on its way when the kill comes.  Removed on exit, whatever happened."""
+    routes = stack.proxy.route_names("kafka")
+    name = "hold-offset-commit-upstream"
+    try:
+        for r in routes:
+            stack.proxy.add_toxic(r, name, "latency", {"latency": hold_ms, "jitter": 0}, stream="upstream")
+        yield
+    finally:
+        for r in routes:
+            with contextlib.suppress(Exception):
+                stack.proxy.remove_toxic(r, name, missing_ok=True)
+
+
+def _committed_or_none(stack: Stack, group: str | None) -> dict[int, int] | None:
+    """The group's committed offsets, read straight from the broker (not through the proxy)."""
+    from harness import kafka_client
+
+    if group is None:
+        return None
+    try:
+        return kafka_client.committed_offsets(stack.kafka.bootstrap, group, stack.config.kafka.topic, timeout=5)
+    except Exception:  # noqa: BLE001 - no reading is no evidence, judged as such
+        return None
+
+
+def wait_for_offset_commit_in_flight(stack: Stack, group: str | None, timeout_s: float, job_id: str | None,
+                                     notice_s: float = 0.3) -> dict[str, Any]:
+    """With the job's Kafka requests held: wait for a checkpoint in flight, then for its completion, then
+    ``notice_s`` for the completion notice to reach the source (which then sends its offset commit into the
+    hold).  The group's committed offsets are read just before the completion and just before the kill."""
+    rest = stack.flink.rest_url
+    first = wait_for_checkpoint_in_flight(rest, timeout_s, job_id)
+    cp_id, jid = int(first["checkpoint_in_flight"]), first["job"]
+    committed_before = _committed_or_none(stack, group)
+    status = _wait_checkpoint_done(rest, jid, cp_id, timeout_s)
+    completed_ms = int(time.time() * 1000)
+    time.sleep(notice_s)
+    return {"checkpoint": cp_id, "checkpoint_status": status, "completed_seen_ms": completed_ms,
+            "committed_before": committed_before, "committed_at_kill": _committed_or_none(stack, group)}
+
+
+def _wait_checkpoint_done(rest_url: str, job_id: str, cp_id: int, timeout_s: float) -> str | None:
+    """Poll until checkpoint ``cp_id`` of ``job_id`` left IN_PROGRESS; its final status (None: timed out)."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+            stats = requests.get(f"{rest_url}/jobs/{job_id}/checkpoints", timeout=2).json()
+            status = checkpoint_status(stats.get("history", []), cp_id)
+            if status is not None and status != "IN_PROGRESS":
+                return status
+        time.sleep(0.01)
+    return None
+
+
+def offset_commit_window_evidence(failover: Verification, inject: dict[str, Any]) -> Verification:
+    """A kill in the source's offset-commit window: the job failed over, the checkpoint completed before the
+    kill, and the group's committed offsets read just before the kill had not moved since before the
+    completion (the commit sent on its notice was still held in the proxy)."""
+    before, at_kill = inject.get("committed_before"), inject.get("committed_at_kill")
+    window = {k: inject.get(k) for k in ("checkpoint", "checkpoint_status", "committed_before",
+                                         "committed_at_kill", "committed_after_kill")}
+    evidence = {**failover.evidence, "offset_commit_window": window}
+    if inject.get("checkpoint_status") != "COMPLETED":
+        return Verification(False, evidence, f"checkpoint {inject.get('checkpoint')} did not complete before the "
+                            f"kill ({inject.get('checkpoint_status')}): no offset commit was due")
+    if before is None or at_kill is None:
+        return Verification(False, evidence, "the group's committed offsets could not be read around the kill")
+    if before != at_kill:
+        return Verification(False, evidence, f"the group's offsets moved before the kill ({before} -> {at_kill}): "
+                            "the commit had landed, the kill came after it")
+    return Verification(True, evidence, f"{failover.why}; killed after checkpoint {inject['checkpoint']} completed "
+                        f"while the source's offset commit for it was still held (committed offsets unchanged "
+                        f"at the kill: {at_kill})")
 
 
 def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float, job_id: str | None = None) -> dict[str, Any]:
@@ -1398,10 +1494,108 @@ def _kafka_end(stack: Stack, probe: JobProbe, leaders: bool = False) -> dict[str
     return out
 
 
+#: where an aimed Connect kill lands relative to the worker's source-offset flushes
+FLUSH_AIMS = ("after", "before")
+#: the windows an aimed kill claims, by aim
+FLUSH_WINDOWS = {"after": "Connect killed right after an offset flush",
+                 "before": "Connect killed right before an offset flush"}
+
+
+class OffsetFlushWatch:
+    """The partition of Connect's offsets topic that holds the connector's offsets, watched from outside the
+    worker: each new record there is one offset flush (``offset.flush.interval.ms`` apart while changes flow),
+    timestamped by the worker's producer."""
+
+    def __init__(self, stack: Stack, look_back_s: float = 30.0) -> None:
+        from harness import kafka_client
+        from harness.components.connect import OFFSETS_TOPIC
+
+        self.bootstrap, self.topic = stack.kafka.bootstrap, OFFSETS_TOPIC
+        self.connector = stack.config.connect.connector_name
+        start = kafka_client.offsets_at(self.bootstrap, self.topic, int((time.time() - look_back_s) * 1000))
+        ends = kafka_client.end_offsets(self.bootstrap, self.topic)
+        mine = [r.partition for r in kafka_client.read_range(self.bootstrap, self.topic, start, ends, timeout=20)
+                if self._is_mine(r.key)]
+        if not mine:
+            raise RuntimeError(f"Connect flushed no offsets of {self.connector} to {self.topic} in the last "
+                               f"{look_back_s:.0f} s: is the connector streaming changes? (see Connect's log)")
+        self.partition = mine[-1]
+        self._consumer = kafka_client._consumer(self.bootstrap)
+
+    def _is_mine(self, key: bytes | None) -> bool:
+        return key is not None and f'"{self.connector}"'.encode() in key
+
+    def end(self) -> int:
+        from confluent_kafka import TopicPartition
+
+        return int(self._consumer.get_watermark_offsets(TopicPartition(self.topic, self.partition), timeout=5,
+                                                        cached=False)[1])
+
+    def flushes_ms(self, since_ms: int) -> list[int]:
+        """The connector's flush timestamps from ``since_ms`` on, oldest first."""
+        from harness import kafka_client
+
+        start = kafka_client.offsets_at(self.bootstrap, self.topic, since_ms)
+        end = self.end()
+        records = kafka_client.read_range(self.bootstrap, self.topic, {self.partition: start[self.partition]},
+                                          {self.partition: end}, timeout=20)
+        return sorted(r.timestamp_ms for r in records if self._is_mine(r.key))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def wait_for_offset_flush(watch: OffsetFlushWatch, aim: str, interval_ms: int, timeout_s: float,
+                          margin_ms: int = 150) -> dict[str, Any]:
+    """Block until the moment an aimed Connect kill should land: ``after``, as soon as a flush is seen in the
+    offsets topic; ``before``, ``interval_ms - margin_ms`` after one (Connect schedules the next flush an
+    interval after the last), a later flush restarting the count.  Polls every 5 ms."""
+    if aim not in FLUSH_AIMS:
+        raise ValueError(f"unknown flush aim {aim!r}; use one of {FLUSH_AIMS}")
+    deadline = time.monotonic() + timeout_s
+    last = watch.end()
+    while (now := watch.end()) == last:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Connect flushed no offsets of {watch.connector} within {timeout_s:.0f} s (the "
+                               f"end of {watch.topic} partition {watch.partition} stayed at {last})")
+        time.sleep(0.005)
+    seen = time.monotonic()
+    if aim == "before":
+        due = seen + (interval_ms - margin_ms) / 1000
+        while time.monotonic() < due:
+            if (later := watch.end()) != now:       # an extra flush: aim at the interval after it
+                now, seen = later, time.monotonic()
+                due = seen + (interval_ms - margin_ms) / 1000
+            time.sleep(0.005)
+    return {"aim": aim, "flush_seen_ms": int((time.time() - (time.monotonic() - seen)) * 1000),
+            "interval_ms": interval_ms}
+
+
+def flush_window_hit(aim: str, kill_ms: int, flushes_ms: list[int], interval_ms: int) -> dict[str, Any]:
+    """Did a kill at ``kill_ms`` land in its aimed window, judged from the flush records themselves: ``after``,
+    within a quarter interval (at most 250 ms) of the last flush before it; ``before``, more than 60 % of an
+    interval after it (the next was due within the rest), with flushes running at all."""
+    before = [t for t in flushes_ms if t <= kill_ms]
+    if not before:
+        return {"hit": False, "why": "no offset flush of the connector before the kill"}
+    since = kill_ms - before[-1]
+    limit = min(250, interval_ms // 4)
+    if aim == "after":
+        hit = since <= limit
+        why = f"killed {since} ms after the last flush ({'within' if hit else 'more than'} {limit} ms)"
+    else:
+        hit = 0.6 * interval_ms < since <= 1.5 * interval_ms
+        why = f"killed {since} ms after the last flush, the next due {interval_ms} ms after it"
+    return {"hit": hit, "since_flush_ms": since, "last_flush_ms": before[-1], "why": why}
+
+
 class ConnectKill(ProcessKill):
     """Kill the Connect worker mid-stream: Debezium re-sends changes after restart; the lake must not.
     Effective when the topic holds re-sent change events (same binlog file, position, row and op twice, one
-    copy written after the kill), or else when the connector's task runs again on the restarted worker."""
+    copy written after the kill), or else when the connector's task runs again on the restarted worker.  With
+    ``around_flush`` the kill is aimed: ``after`` lands right after the worker flushed the connector's source
+    offsets (almost nothing to re-send), ``before`` right before the next flush (an interval's changes to
+    re-send); it is effective only if the flush records in the offsets topic show it landed there."""
 
     name = "connect-kill"
     component = "connect"
@@ -1409,10 +1603,38 @@ class ConnectKill(ProcessKill):
     lookback = 20_000
     #: how long the restarted connector may take to publish its first record before the re-sends are judged
     start_timeout_s = 120.0
+    #: how long an aimed kill waits for a flush to aim at
+    aim_timeout_s = 20.0
+
+    def __init__(self, around_flush: str | None = None) -> None:
+        super().__init__()
+        if around_flush is not None and around_flush not in FLUSH_AIMS:
+            raise ValueError(f"unknown flush aim {around_flush!r}; use one of {FLUSH_AIMS}")
+        self.around_flush = around_flush
+        if around_flush:
+            self.name = f"connect-kill-{around_flush}-flush"
 
     def window(self, found: Verification) -> str | None:
+        if self.around_flush:
+            return FLUSH_WINDOWS[self.around_flush] if (found.evidence.get("flush") or {}).get("hit") else None
         resent = (found.evidence.get("resent") or {}).get("resent", 0)
         return "Connect died with unflushed source offsets (Debezium re-sent)" if resent else None
+
+    def inject(self, stack: Stack, rng: random.Random) -> dict[str, Any]:
+        if not self.around_flush:
+            return super().inject(stack, rng)
+        from harness.components.connect import OFFSET_FLUSH_INTERVAL_MS
+
+        watch = OffsetFlushWatch(stack)
+        try:
+            aimed = wait_for_offset_flush(watch, self.around_flush, OFFSET_FLUSH_INTERVAL_MS, self.aim_timeout_s)
+            out = super().inject(stack, rng)
+            kill_ms = int(time.time() * 1000)
+            flushes = watch.flushes_ms(aimed["flush_seen_ms"] - 5000)
+        finally:
+            watch.close()
+        hit = flush_window_hit(self.around_flush, kill_ms, flushes, OFFSET_FLUSH_INTERVAL_MS)
+        return {**out, "flush": {**aimed, "kill_ms": kill_ms, **hit}}
 
     def heal(self, stack: Stack, recovery: Recovery | None) -> dict[str, Any]:
         out = super().heal(stack, recovery)
@@ -1459,10 +1681,17 @@ class ConnectKill(ProcessKill):
         ev = v.evidence
         if not v.effective and ev.get("tasks") and all(t["state"] == "RUNNING" for t in ev["tasks"]) and \
                 ev["worker_pid"][0] != ev["worker_pid"][1] and ev.get("topic_grew_after_kill", 0) > 0:
-            return Verification(True, ev, "the connector's task was restarted on the new worker (pid "
-                                f"{ev['worker_pid'][0]} -> {ev['worker_pid'][1]}) and streams again; no change "
-                                "needed re-sending")
-        return v
+            v = Verification(True, ev, "the connector's task was restarted on the new worker (pid "
+                             f"{ev['worker_pid'][0]} -> {ev['worker_pid'][1]}) and streams again; no change "
+                             "needed re-sending")
+        if not self.around_flush:
+            return v
+        flush = obs.inject.get("flush") or {}
+        v.evidence["flush"] = flush
+        if not flush.get("hit"):
+            return Verification(False, v.evidence, f"the kill missed its window ({FLUSH_WINDOWS[self.around_flush]}"
+                                f"): {flush.get('why', 'no flush evidence')}")
+        return Verification(v.effective, v.evidence, f"{v.why}; {flush['why']}")
 
 
 class ConnectorRestart(Nemesis):

@@ -251,6 +251,13 @@ SCENARIOS: list[Scenario] = [
              "a commit cut off by a crash is finished by the restored job (Flink commits the pending files it "
              "recovers from the completed checkpoint), never lost and never made visible twice",
              at(lambda: TaskManagerKill(during_commit=True), 0.3, 4), nightly_only=True),
+    Scenario("taskmanager_kill_in_offset_commit", "SIGKILL the TaskManager hosting the job's tasks after a "
+             "checkpoint completed, while its Kafka source commits that checkpoint's offsets (the proxy holds the "
+             "job's requests to the brokers 5 s, so the commit sent on the completion notice is on its way), "
+             "restart it 4 s later",
+             "a source whose offset commit was cut off restores its offsets from the checkpoint, not from the "
+             "group's stale committed ones: nothing re-read into the lake twice, nothing skipped",
+             at(lambda: TaskManagerKill(during_offset_commit=True), 0.3, 4), nightly_only=True),
     # --- the job's lifecycle under load: what an operator does to a running job ------------------------
     Scenario("restore_older_checkpoint", "mid-stream, once two more checkpoints completed after the latest one, "
              "cancel the job and resume it from that one (the JobManager retains 3), not from the latest",
@@ -286,6 +293,16 @@ SCENARIOS: list[Scenario] = [
              at(lambda: BrokerKill(partition_leader=True), 0.3, 8), stack={"kafka": {"brokers": 3}}, nightly_only=True),
     Scenario("connect_kill", "SIGKILL the Kafka Connect worker; Debezium re-sends changes after restart",
              "the job's deduplication keeps re-sent changes out of the lake", at(lambda: ConnectKill(), 0.4, 3)),
+    Scenario("connect_kill_after_flush", "SIGKILL the Kafka Connect worker within 250 ms after it flushed the "
+             "connector's source offsets (watched in its offsets topic), restart it 3 s later",
+             "a Connect crash right after an offset flush resumes from the flushed offsets: almost nothing is "
+             "re-sent and nothing is skipped (no LOST, no DUPLICATE)",
+             at(lambda: ConnectKill(around_flush="after"), 0.4, 3), nightly_only=True),
+    Scenario("connect_kill_before_flush", "SIGKILL the Kafka Connect worker just before its next source-offset "
+             "flush was due (more than 60 % of offset.flush.interval.ms after the last), restart it 3 s later",
+             "a Connect crash with a whole flush interval of changes published but their offsets unflushed "
+             "re-sends them, and the job's deduplication keeps them out of the lake (no DUPLICATE, no LOST)",
+             at(lambda: ConnectKill(around_flush="before"), 0.4, 3), nightly_only=True),
     Scenario("connector_restart", "pause the Debezium connector through Connect's REST API for 5 s, resume it, "
              "restart it with its task", "an operator's pause, resume and restart lose and duplicate nothing",
              at(lambda: ConnectorRestart(), 0.35, 5)),

@@ -19,6 +19,7 @@ import pytest
 from harness import kafka_client
 from harness.nemesis import (
     NO_JOB,
+    ConnectKill,
     JobUpgrade,
     Nemesis,
     NemesisRunner,
@@ -36,11 +37,13 @@ from harness.nemesis import (
     accepted_connections,
     checkpoint_status,
     checkpoints_hit,
+    flush_window_hit,
     gate_delta,
     hosting_members,
     job_shape,
     kafka_errors_in,
     map_taskmanagers,
+    offset_commit_window_evidence,
     offsets_frozen,
     offsets_moved,
     older_restore_evidence,
@@ -49,6 +52,7 @@ from harness.nemesis import (
     restarted_since,
     terminal_failure_evidence,
     upgrade_evidence,
+    wait_for_offset_flush,
 )
 from harness.pipeline import Pipeline
 from harness.stack import Stack
@@ -587,6 +591,71 @@ def test_a_step_delayed_by_a_slow_heal_still_lasts_its_full_length() -> None:
     runner.finish()
     second = {e.phase: e.wall_ms for e in runner.events()[2:] if e.phase in ("inject", "heal")}
     assert second["heal"] - second["inject"] >= 280, runner.timeline_dicts()
+
+
+class FlushLog:
+    """Connect's offsets-topic partition as an aimed kill sees it: its end moves by one at each flush time."""
+
+    def __init__(self, flushes_s: list[float]) -> None:
+        self.t0, self.flushes_s = time.monotonic(), flushes_s
+        self.connector, self.topic, self.partition = "orders", "connect-offsets", 3
+
+    def end(self) -> int:
+        return sum(1 for f in self.flushes_s if time.monotonic() - self.t0 >= f)
+
+
+def test_a_kill_aimed_after_a_flush_comes_as_soon_as_one_lands() -> None:
+    log = FlushLog([0.2, 1.2])
+    aimed = wait_for_offset_flush(log, "after", 1000, timeout_s=5)  # type: ignore[arg-type]
+    assert 0.2 <= time.monotonic() - log.t0 < 0.3 and aimed["aim"] == "after"
+
+
+def test_a_kill_aimed_before_a_flush_waits_an_interval_less_a_margin_restarting_at_a_later_flush() -> None:
+    log = FlushLog([0.1, 0.4])   # an extra flush 0.3 s after the first: the count starts again from it
+    wait_for_offset_flush(log, "before", 500, timeout_s=5, margin_ms=100)  # type: ignore[arg-type]
+    assert 0.78 <= time.monotonic() - log.t0 < 0.9
+    with pytest.raises(RuntimeError, match="flushed no offsets"):
+        wait_for_offset_flush(FlushLog([]), "after", 1000, timeout_s=0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="flush aim"):
+        ConnectKill(around_flush="during")
+
+
+def test_the_flush_window_is_judged_from_the_flush_records() -> None:
+    flushes = [10_000, 11_000, 12_000]
+    assert flush_window_hit("after", 12_080, flushes, 1000)["hit"]
+    assert not flush_window_hit("after", 12_400, flushes, 1000)["hit"]
+    assert flush_window_hit("before", 12_880, flushes, 1000)["hit"]
+    assert not flush_window_hit("before", 12_300, flushes, 1000)["hit"]   # too soon after the last
+    assert not flush_window_hit("before", 15_000, flushes, 1000)["hit"]   # flushes had stopped
+    assert not flush_window_hit("after", 9_000, flushes, 1000)["hit"]     # none before the kill
+    hit = flush_window_hit("before", 12_850, flushes, 1000)
+    assert hit["since_flush_ms"] == 850 and hit["last_flush_ms"] == 12_000
+
+
+def test_an_aimed_connect_kill_claims_its_window_only_when_it_hit() -> None:
+    kill = ConnectKill(around_flush="before")
+    assert kill.name == "connect-kill-before-flush" and kill.spec()["kwargs"] == {"around_flush": "before"}
+    assert kill.window(Verification(True, {"flush": {"hit": True}}, "")) == "Connect killed right before an " \
+                                                                            "offset flush"
+    assert kill.window(Verification(True, {"flush": {"hit": False}}, "")) is None
+
+
+def test_the_offset_commit_window_needs_a_completed_checkpoint_and_unmoved_offsets_at_the_kill() -> None:
+    failover = Verification(True, {"targets": ["taskmanager-1"]}, "taskmanager-1 failed over")
+    hit = {"checkpoint": 7, "checkpoint_status": "COMPLETED", "committed_before": {0: 5, 1: 9},
+           "committed_at_kill": {0: 5, 1: 9}}
+    v = offset_commit_window_evidence(failover, hit)
+    assert v.effective and "checkpoint 7 completed" in v.why and v.evidence["offset_commit_window"]["checkpoint"] == 7
+    moved = offset_commit_window_evidence(failover, {**hit, "committed_at_kill": {0: 8, 1: 9}})
+    assert not moved.effective and "moved before the kill" in moved.why
+    failed = offset_commit_window_evidence(failover, {**hit, "checkpoint_status": "FAILED"})
+    assert not failed.effective and "did not complete" in failed.why
+    assert not offset_commit_window_evidence(failover, {**hit, "committed_at_kill": None}).effective
+    kill = TaskManagerKill(during_offset_commit=True)
+    assert kill.name == "taskmanager-kill-in-offset-commit"
+    assert kill.window(v) == "checkpoint completed, source's Kafka offsets not yet committed"
+    with pytest.raises(ValueError, match="one window"):
+        TaskManagerKill(during_commit=True, during_offset_commit=True)
 
 
 def test_a_storm_takes_each_kind_once_before_repeating() -> None:

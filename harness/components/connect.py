@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from harness.components.kafka import KafkaBroker
 
 
+#: where the worker keeps its source connectors' offsets, and how often it flushes them there: each flush with
+#: new offsets is one record of the connector's key (aimed Connect kills watch it)
+OFFSETS_TOPIC = "connect-offsets"
+OFFSET_FLUSH_INTERVAL_MS = 1000
+
+
 class KafkaConnect(Component):
     name = "connect"
     health_description = "the REST API to list the Debezium connector plugin"
@@ -45,10 +51,10 @@ class KafkaConnect(Component):
             "key.converter": "org.apache.kafka.connect.json.JsonConverter",
             "value.converter": "org.apache.kafka.connect.json.JsonConverter",
             "key.converter.schemas.enable": "false", "value.converter.schemas.enable": "false",
-            "offset.storage.topic": "connect-offsets", "offset.storage.replication.factor": rf,
+            "offset.storage.topic": OFFSETS_TOPIC, "offset.storage.replication.factor": rf,
             "config.storage.topic": "connect-configs", "config.storage.replication.factor": rf,
             "status.storage.topic": "connect-status", "status.storage.replication.factor": rf,
-            "offset.flush.interval.ms": 1000,
+            "offset.flush.interval.ms": OFFSET_FLUSH_INTERVAL_MS,
             "listeners": self.url, "rest.advertised.host.name": "127.0.0.1",
             "rest.advertised.port": self.ports["connect"], "plugin.path": str(plugins),
             # after a worker restart, reassign its tasks at once instead of waiting 5 minutes
