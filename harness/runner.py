@@ -313,14 +313,17 @@ class Evidence:
 def gather(stack: Stack, pipeline: Pipeline, job: JobConfig, start_pos: tuple[str, int] | None,
            start_offsets: dict[int, int], history: History | None, timeout_s: float) -> Evidence:
     """Ground truth from the database -> quiescence -> the topic and the job's watermark."""
+    t0 = time.monotonic()
     gt = truth.collect(stack.database.endpoints(), history, start=start_pos)
     if start_pos is not None:
         # a job started at a binlog position answers only for the keys changed since then
         gt = gt.restricted_to_changed_keys()
+    truth_s = round(time.monotonic() - t0, 2)
     job_id = pipeline.current_job_id
     assert job_id is not None, "gather() needs a submitted job"
     stalled, qstats = quiesce(stack, pipeline, job_id, gt, start_offsets, pipeline.consumer_group(job), timeout_s,
                               checkpointing=job.checkpointing, commit_bound_ms=job.commit_bound_ms)
+    qstats["truth_s"] = truth_s
     try:
         flink_wm = sink_watermark_ms(pipeline, pipeline.current_job_id or job_id)
     except Exception:  # noqa: BLE001 - without it MISSING_SUCCESS is not judged, which the counts say

@@ -284,7 +284,8 @@ SCENARIOS: list[Scenario] = [
              "TaskManager hosting it and goes FAILED; the TaskManager is restarted and the operator resumes the "
              "job from its latest retained checkpoint",
              "a FAILED job resumed by hand from the checkpoint Flink retained on failure is exactly-once",
-             at(lambda: TerminalFailureResume(), 0.3, 4), job_options={"restart-strategy.type": "none"}),
+             at(lambda: TerminalFailureResume(), 0.3, 4), job_options={"restart-strategy.type": "none"},
+             nightly_only=True),
     Scenario("broker_kill", "SIGKILL the Kafka broker, restart it 5 s later",
              "producers (Connect) and the job's source recover without loss", at(lambda: BrokerKill(), 0.3, 5)),
     Scenario("broker_leader_kill_3", "3 brokers (RF=3, min ISR 2): SIGKILL the leader of a seeded orders_cdc "
@@ -305,7 +306,7 @@ SCENARIOS: list[Scenario] = [
              at(lambda: ConnectKill(around_flush="before"), 0.4, 3), nightly_only=True),
     Scenario("connector_restart", "pause the Debezium connector through Connect's REST API for 5 s, resume it, "
              "restart it with its task", "an operator's pause, resume and restart lose and duplicate nothing",
-             at(lambda: ConnectorRestart(), 0.35, 5)),
+             at(lambda: ConnectorRestart(), 0.35, 5), nightly_only=True),
     Scenario("ddl_add_column", "ALTER TABLE orders ADD COLUMN ... AFTER status at 30 % of the run (row images "
              "shift), dropped again 8 s later, while the workload writes",
              "the lake keeps its schema and every change before, during and after the DDL lands with the right "
@@ -326,15 +327,16 @@ SCENARIOS: list[Scenario] = [
              "offsets API, as a wiped offsets topic would leave them); Debezium starts over with a new snapshot",
              "a new snapshot epoch with no offsets lost nothing and duplicated nothing: re-read rows are state "
              "reads of a new epoch, and the lake folds to the table",
-             at(lambda: ConnectOffsetsLost(), 0.4, 3)),
+             at(lambda: ConnectOffsetsLost(), 0.4, 3), nightly_only=True),
     Scenario("database_restart", "SIGKILL the database server while the workload writes, restart it",
              "indeterminate commits are resolved from the binlog; Debezium resumes from its offset",
              at(lambda: DatabaseRestart(), 0.4, 3)),
     Scenario("storage_outage", "stop the S3 store for 6 s (checkpoints and uploads fail), then bring it back",
-             "failed checkpoints and uploads neither lose nor duplicate", at(lambda: StorageOutage(), 0.3, 6)),
+             "failed checkpoints and uploads neither lose nor duplicate", at(lambda: StorageOutage(), 0.3, 6),
+             nightly_only=True),
     Scenario("s3_slow_down", "the S3 gate answers half of the job's S3 requests 503 SlowDown for 8 s",
              "a throttling store (the SDK backs off and retries) delays but neither loses nor duplicates",
-             at(lambda: S3RequestFault("slowdown", probability=0.5), 0.3, 8)),
+             at(lambda: S3RequestFault("slowdown", probability=0.5), 0.3, 8), nightly_only=True),
     Scenario("s3_completion_failure", "the S3 gate fails every CompleteMultipartUpload (the moment a part file "
              "becomes visible) for 8 s", "a part file whose completion failed is committed once on retry or "
              "restore, never twice, never lost", at(lambda: S3RequestFault("fail", ("CompleteMultipartUpload",)),
@@ -392,7 +394,7 @@ SCENARIOS: list[Scenario] = [
              "out-of-order changes stay on time and land in the right partitions",
              workload={"out_of_order_fraction": 0.6}, nightly_only=True),
     Scenario("late_heavy", "20 % of changes hours to days late", "late changes go to orders_late, row by row",
-             workload={"late_fraction": 0.2}),
+             workload={"late_fraction": 0.2}, nightly_only=True),
     Scenario("update_delete_heavy", "mostly updates and deletes", "the fold of the lake equals the final table",
              workload={"mix": (0.3, 0.45, 0.25)}, nightly_only=True),
     Scenario("day_boundary", "event time starts 10 s before midnight UTC",
