@@ -100,10 +100,13 @@ class LagMonitor:
 
 
 def prepare_source(stack: Stack) -> tuple[tuple[str, int], dict[int, int]]:
-    """Empty the orders table, let Debezium publish that, then capture binlog position and topic ends."""
+    """Empty the orders table, let Debezium publish that, then capture binlog position and topic ends.  The
+    binlog is rotated first, so the run's changes start a file of their own and earlier runs' files are
+    complete: truth parses those once per stack (:func:`truth.parse_sources`), not once per run."""
     with stack.database.connect() as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM orders")
         conn.commit()
+        cur.execute("FLUSH BINARY LOGS")
     return source_position(stack)
 
 

@@ -785,6 +785,72 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
     return ParsedBinlog(orders, customers, markers, events, files, first, end, dropped)
 
 
+# --- a cache of complete files ---------------------------------------------------------------------------
+#
+# A binlog file the server has rotated away from never changes, and a transaction never spans two files, so
+# a complete file parses the same alone as inside the whole log.  A long-lived stack's log grows with every
+# run; reading it whole each time made truth the slowest step of a run late in a session.  Complete files
+# are parsed once and kept, keyed by their byte copy in the stack's binlog archive (path, size, mtime): a
+# file re-created under the same name (``RESET MASTER``) is a new copy, so a new key.  Without an archive
+# nothing is cached.  The open (last) file is always read anew.
+
+_COMPLETE_FILES: dict[tuple[str, int, int], ParsedBinlog] = {}
+
+
+def _complete_file_key(file: str, archived: str | None, archive_dir: str | None) -> tuple[str, int, int] | None:
+    path = archived or (os.path.join(archive_dir, file) if archive_dir else None)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, st.st_size, st.st_mtime_ns
+
+
+def parse_sources(host: str, port: int, user: str, password: str, is_mariadb: bool,
+                  sources: list[tuple[str, str | None]], database: str,
+                  archive_dir: str | None = None) -> ParsedBinlog:
+    """:func:`parse_binlog_lines` over every file of ``sources``, each complete file (all but the last)
+    parsed once per archived copy and reused: the same result as parsing the whole stream at once."""
+    pieces = []
+    for i, source in enumerate(sources):
+        key = _complete_file_key(*source, archive_dir) if i < len(sources) - 1 else None
+        piece = _COMPLETE_FILES.get(key) if key is not None else None
+        if piece is None:
+            piece = parse_binlog_lines(stream_binlog(host, port, user, password, is_mariadb, sources=[source]),
+                                       database)
+            if key is not None and not piece.uncommitted_rows_dropped:   # a complete file has no open group
+                _COMPLETE_FILES[key] = piece
+        pieces.append(piece)
+    return merge_parsed(pieces)
+
+
+def merge_parsed(pieces: list[ParsedBinlog]) -> ParsedBinlog:
+    """Parses of consecutive files as one: ``seq`` (the global index of a row change) renumbered after the
+    files before; the pieces themselves are left as they are (cached ones are shared)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    orders: list[dict[str, Any]] = []
+    customers: list[dict[str, Any]] = []
+    markers: dict[int, str | None] = {}
+    files: list[str] = []
+    offset = events = dropped = 0
+    first: tuple[str, int] | None = None
+    end: tuple[str, int] | None = None
+    for p in pieces:
+        orders += [{**r, "seq": r["seq"] + offset} for r in p.orders]
+        customers += [{**r, "seq": r["seq"] + offset} for r in p.customers]
+        offset += len(p.orders) + len(p.customers)
+        markers.update(p.txn_markers)
+        files += [f for f in p.files if f not in files]
+        events += p.events
+        dropped += p.uncommitted_rows_dropped
+        first = first or p.first
+        end = p.end or end
+    return ParsedBinlog(orders, customers, markers, events, files, first, end, dropped)
+
+
 # --- tables ----------------------------------------------------------------------------------------------
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -869,7 +935,8 @@ def collect(db_endpoints: dict[str, Any], history: History | None,
         final = read_final_state(conn, database)
         conn.rollback()
     sources = binlog_sources(host, port, user, password, db_endpoints.get("binlog_archive"))
-    parsed = parse_binlog_lines(stream_binlog(host, port, user, password, is_mariadb, sources=sources), database)
+    parsed = parse_sources(host, port, user, password, is_mariadb, sources, database,
+                           db_endpoints.get("binlog_archive"))
     orders = parsed.orders
     if start is not None:
         key = coordinate_key(*start)

@@ -244,7 +244,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("taskmanager_kill_in_checkpoint", "SIGKILL a TaskManager while a checkpoint is in flight "
              "(between barrier and commit), restart it 4 s later",
              "pending files of the aborted checkpoint are neither committed twice nor lost",
-             at(lambda: TaskManagerKill(during_checkpoint=True), 0.3, 4)),
+             at(lambda: TaskManagerKill(during_checkpoint=True), 0.3, 4), nightly_only=True),
     Scenario("taskmanager_kill_in_commit", "SIGKILL the TaskManager hosting the job's tasks after a checkpoint "
              "completed, while its file sink commits that checkpoint's files (the S3 gate holds the "
              "CompleteMultipartUpload until the kill), restart it 4 s later",
