@@ -33,14 +33,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under a profile without nightly-only scenarios (ci), leave them out, unless the run names tests with
-    ``-k`` (then the expression decides, so ``-k broker_leader_kill_3`` runs it)."""
+    """Under a profile without nightly-only scenarios (ci), leave them out, and the tests marked ``nightly``,
+    unless the run names tests with ``-k`` (then the expression decides, so ``-k broker_leader_kill_3`` runs
+    it)."""
     if profile(config.getoption("--profile")).nightly_only or config.getoption("keyword"):
         return
     keep, drop = [], []
     for item in items:
         scenario = getattr(item, "callspec", None) and item.callspec.params.get("scenario")
-        (drop if getattr(scenario, "nightly_only", False) else keep).append(item)
+        nightly = getattr(scenario, "nightly_only", False) or item.get_closest_marker("nightly") is not None
+        (drop if nightly else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -171,11 +171,14 @@ def _in_fault(checkpoints: list[dict], inject_ms: int, heal_ms: int) -> list[dic
             and c["trigger_timestamp"] + (c["end_to_end_duration"] or 0) >= inject_ms]
 
 
-#: the catalogue's network scenarios, run here with evidence that each fault really reached the job
+#: the catalogue's network scenarios, run here with evidence that each fault really reached the job; ci runs the
+#: partitions (one per route), nightly runs the slower variants too (latency, drops)
 NETWORK_SCENARIOS = [s.name for s in SCENARIOS if s.name.startswith("network_")]
+CI_NETWORK_SCENARIOS = ("network_partition_kafka", "network_partition_s3")
 
 
-@pytest.mark.parametrize("name", NETWORK_SCENARIOS)
+@pytest.mark.parametrize("name", [n if n in CI_NETWORK_SCENARIOS else pytest.param(n, marks=pytest.mark.nightly)
+                                  for n in NETWORK_SCENARIOS])
 def test_run_through_a_network_fault_is_clean(stack: Stack, seed: int, name: str) -> None:
     stack.heal()
     scenario = BY_NAME[name]

@@ -285,29 +285,31 @@ def test_every_change_sits_on_a_rows_event_across_binlog_files(database: Databas
 
 
 def test_complete_files_are_parsed_once_and_read_the_same_as_the_whole_log(database: Database, conn: Any) -> None:
-    """Truth over several rotated files: the cached parse of the complete files, merged with the open one,
-    equals one parse of the whole stream (every column, seq included); a second read reuses the cache."""
+    """Truth over several rotated files: the cached parses of complete files, merged with the last one read
+    anew, equal one parse of the whole stream (every column, seq included); a second read reuses the cache.
+    Only rotated files are compared: the open file grows with the database's tick between two reads."""
     ep = database.endpoints()
     assert ep.get("binlog_archive"), "the module's database keeps no binlog archive: nothing would be cached"
     sql(conn, "INSERT IGNORE INTO customers VALUES (31, 'Di', 'us', 'retail')")
     insert_orders(conn, order_values(1201))
     sql(conn, "FLUSH BINARY LOGS", "UPDATE customers SET region = 'eu' WHERE customer_id = 31")
     insert_orders(conn, order_values(1202))
-    sql(conn, "FLUSH BINARY LOGS", "UPDATE orders SET status = 'paid' WHERE order_id IN (1201, 1202)")
+    sql(conn, "FLUSH BINARY LOGS", "UPDATE orders SET status = 'paid' WHERE order_id IN (1201, 1202)",
+        "FLUSH BINARY LOGS")
     time.sleep(1.0)   # the archive copies the rotated files
     args = (ep["host"], ep["port"], ep["root_user"], ep["root_password"])
-    sources = truth.binlog_sources(*args, ep["binlog_archive"])
-    whole = truth.parse_binlog_lines(truth.stream_binlog(*args, sources=sources), DB)
+    complete = truth.binlog_sources(*args, ep["binlog_archive"])[:-1]
+    whole = truth.parse_binlog_lines(truth.stream_binlog(*args, sources=complete), DB)
     truth._COMPLETE_FILES.clear()
-    first = truth.parse_sources(*args, True, sources, DB, ep["binlog_archive"])
+    first = truth.parse_sources(*args, True, complete, DB, ep["binlog_archive"])
     cached = dict(truth._COMPLETE_FILES)
-    second = truth.parse_sources(*args, True, sources, DB, ep["binlog_archive"])
-    assert len(cached) == len(sources) - 1 >= 2 and cached == truth._COMPLETE_FILES
+    second = truth.parse_sources(*args, True, complete, DB, ep["binlog_archive"])
+    assert len(cached) == len(complete) - 1 >= 2 and cached == truth._COMPLETE_FILES
     for got in (first, second):
         assert got.orders == whole.orders and got.customers == whole.customers
         assert (got.txn_markers, got.events, got.files, got.first, got.end, got.uncommitted_rows_dropped) == \
             (whole.txn_markers, whole.events, whole.files, whole.first, whole.end, whole.uncommitted_rows_dropped)
-    assert {r["order_id"] for r in whole.orders} >= {1201, 1202}
+    assert {r["order_id"] for r in whole.orders if r["op"] == "u"} >= {1201, 1202}
 
 
 # --- the reader's checks (pure, on real text) ----------------------------------------------------------------
