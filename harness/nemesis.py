@@ -804,6 +804,15 @@ class TaskManagerKill(ProcessKill):
 CHECKPOINT_PATH = "/checkpoints/"
 
 
+def _checkpoint_stats(rest_url: str, job_id: str) -> dict[str, Any]:
+    """One read of a job's checkpoint statistics (``latest``, ``history``), with the short timeout the aimed
+    faults poll with."""
+    import requests
+
+    stats: dict[str, Any] = requests.get(f"{rest_url}/jobs/{job_id}/checkpoints", timeout=2).json()
+    return stats
+
+
 @contextlib.contextmanager
 def hold_sink_commits(stack: Stack, hold_ms: int) -> Iterator[dict[str, Any]]:
     """While open, the S3 gate holds every ``CompleteMultipartUpload`` of the job outside its checkpoint
@@ -836,7 +845,7 @@ def wait_for_held_commit(stack: Stack, before: dict[str, Any], timeout_s: float,
                 import requests
 
                 with contextlib.suppress(requests.RequestException, ValueError, AttributeError):
-                    stats = requests.get(f"{stack.flink.rest_url}/jobs/{job_id}/checkpoints", timeout=2).json()
+                    stats = _checkpoint_stats(stack.flink.rest_url, job_id)
                     latest = ((stats.get("latest") or {}).get("completed") or {}).get("id")
             return {"commits_held": held, "checkpoint_completed": latest, "polls": polls}
         time.sleep(0.02)
@@ -908,7 +917,7 @@ def _wait_checkpoint_done(rest_url: str, job_id: str, cp_id: int, timeout_s: flo
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException, ValueError, KeyError):
-            stats = requests.get(f"{rest_url}/jobs/{job_id}/checkpoints", timeout=2).json()
+            stats = _checkpoint_stats(rest_url, job_id)
             status = checkpoint_status(stats.get("history", []), cp_id)
             if status is not None and status != "IN_PROGRESS":
                 return status
@@ -954,7 +963,7 @@ def wait_for_checkpoint_in_flight(rest_url: str, timeout_s: float, job_id: str |
                 jobs = requests.get(f"{rest_url}/jobs/overview", timeout=2).json()["jobs"]
                 running = [j["jid"] for j in jobs if j["state"] == "RUNNING"]
             for jid in running:
-                stats = requests.get(f"{rest_url}/jobs/{jid}/checkpoints", timeout=2).json()
+                stats = _checkpoint_stats(rest_url, jid)
                 # not yet acknowledged by every task: once all have acked, the JobManager only writes the
                 # checkpoint's metadata, and a kill in that moment lands after the checkpoint, not inside it
                 pending = [c for c in stats.get("history", []) if c.get("status") == "IN_PROGRESS"
