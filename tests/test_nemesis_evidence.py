@@ -163,6 +163,28 @@ def test_a_checkpoint_still_in_flight_long_after_the_heal_was_held_by_the_fault(
     assert checkpoints_hit(early, baseline, inject_ms=20_000, heal_ms=26_000, now_ms=40_000)["hit"] == []
 
 
+#: CI's S3 partition (inject 152_632, heal 158_499): no checkpoint ran in it at all, the JobManager could not
+#: create the next one's directory until the route was back
+TRIGGERS_HELD = [{"id": i, "status": "COMPLETED", "trigger_timestamp": t, "end_to_end_duration": d} for i, t, d in
+                 [(1, 142_753, 1019), (2, 145_752, 777), (3, 148_852, 845), (4, 151_752, 747),
+                  (5, 159_469, 3099), (6, 163_353, 1827), (7, 166_402, 2318)]]
+
+
+def test_checkpoint_triggers_held_through_the_fault_are_evidence() -> None:
+    baseline = TRIGGERS_HELD[:4]
+    hit = checkpoints_hit(TRIGGERS_HELD, baseline, inject_ms=152_632, heal_ms=158_499, now_ms=179_000)
+    assert hit["hit"] == [] and [(h["after"], h["next"]) for h in hit["held_triggers"]] == [(151_752, 159_469)], hit
+    assert "7717 ms" in hit["held_triggers"][0]["hit"]
+    # triggers on time through a window: nothing held
+    steady = [{**c, "trigger_timestamp": 142_753 + 3000 * i} for i, c in enumerate(TRIGGERS_HELD)]
+    assert checkpoints_hit(steady, baseline, 152_632, 158_499, now_ms=179_000)["held_triggers"] == []
+    # a gap that ends long after the heal is not the fault's (the job was doing something else)
+    late = [*TRIGGERS_HELD[:4], {**TRIGGERS_HELD[4], "trigger_timestamp": 170_000}]
+    assert checkpoints_hit(late, baseline, 152_632, 158_499, now_ms=179_000)["held_triggers"] == []
+    # a fault that ends before the next trigger was due holds nothing
+    assert checkpoints_hit(TRIGGERS_HELD, baseline, 152_000, 153_000, now_ms=179_000)["held_triggers"] == []
+
+
 GATE_BEFORE = {"PutObject": {"requests": 10, "injected": 0}, "UploadPart": {"requests": 4, "injected": 1}}
 GATE_END = {"PutObject": {"requests": 13, "injected": 0}, "UploadPart": {"requests": 4, "injected": 3},
             "CompleteMultipartUpload": {"requests": 1, "injected": 0}}
