@@ -39,7 +39,9 @@ def installs_root() -> Path:
 
 @contextmanager
 def locked(name: str) -> Iterator[None]:
-    with file_lock(installs_root() / f".{name}.lock"):
+    with file_lock(installs_root() / f".{name}.lock",
+                   on_wait=lambda: progress(f"waiting for {name}: another set-up (or ./run's early Go builds) "
+                                            "is installing it")):
         yield
 
 
