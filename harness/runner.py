@@ -339,7 +339,9 @@ def gather(stack: Stack, pipeline: Pipeline, job: JobConfig, start_pos: tuple[st
         flink_wm = sink_watermark_ms(pipeline, pipeline.current_job_id or job_id)
     except Exception:  # noqa: BLE001 - without it MISSING_SUCCESS is not judged, which the counts say
         flink_wm = None
+    t1 = time.monotonic()
     records = read_topic_evidence(stack.kafka.bootstrap, stack.config.kafka.topic, start_offsets)
+    qstats["topic_s"] = round(time.monotonic() - t1, 2)
     return Evidence(gt, records, flink_wm, job.out_of_orderness_ms, stalled, qstats)
 
 
@@ -348,8 +350,12 @@ def judge(stack: Stack, pipeline: Pipeline, job: JobConfig, prefix: str, start_p
           context: dict[str, Any]) -> tuple[Verdict, dict[str, Any], LakeSnapshot]:
     """Evidence (truth, quiescence, topic, watermark) -> the lake under ``prefix`` -> the checker's verdict."""
     evidence = gather(stack, pipeline, job, start_pos, start_offsets, history, timeout_s)
+    t0 = time.monotonic()
     lake = LakeReader.for_s3(stack.s3.endpoints(), prefix).snapshot()
-    return evidence.check(lake, context), evidence.quiescence, lake
+    t1 = time.monotonic()
+    verdict = evidence.check(lake, context)
+    evidence.quiescence.update(lake_s=round(t1 - t0, 2), check_s=round(time.monotonic() - t1, 2))
+    return verdict, evidence.quiescence, lake
 
 
 def _identity(value: bytes) -> tuple[str, int, int, str] | None:
