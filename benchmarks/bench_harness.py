@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     verdict_word = "met" if harness_s <= TARGET_S else "NOT met"
     print(f"  {'total':<11} {round(harness_s, 1):>7} s   (judge wall {result['judge_s']} s; "
           f"target <= {TARGET_S:.0f} s: {verdict_word})")
+    q = {k: stats[k] for k in ("published_s", "consumed_s", "clock_passed_s") if k in stats}
+    print(f"  quiescence steps: {q} (published: every change found in the topic, read and parsed once)")
     print(f"  peak RSS    {result['peak_rss_mib']} MiB (before judging {result['rss_before_judge_mib']} MiB)")
     print(f"  verdict     {verdict.summary().splitlines()[0]}")
     if args.json:

@@ -25,7 +25,7 @@ from harness.pipeline import Pipeline, sink_watermark_ms
 from harness.result import RecoveryFigure, RunResult, RunStats
 from harness.rundir import file_lock
 from harness.stack import Stack
-from harness.topic import envelope, read_topic_evidence
+from harness.topic import TopicReader
 from harness.workload import History, Workload, WorkloadClient, WorkloadConfig, generate, summarize
 
 _LOG = log.get("runner")
@@ -177,7 +177,7 @@ def new_job_config(stack: Stack, prefix: str, name: str, start_offsets: dict[int
 
 def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth, start_offsets: dict[int, int],
             group: str, timeout_s: float, checkpointing: bool = True,
-            commit_bound_ms: int = 1000) -> tuple[str | None, dict[str, Any]]:
+            commit_bound_ms: int = 1000, reader: TopicReader | None = None) -> tuple[str | None, dict[str, Any]]:
     """Wait until the pipeline has caught up; returns (None, stats) or (why it is STALLED, stats).
 
     Caught up = (1) every committed change is in the topic (Debezium has published it), then (2) the job has
@@ -200,21 +200,25 @@ def quiesce(stack: Stack, pipeline: Pipeline, job_id: str, gt: truth.GroundTruth
     stats: dict[str, Any] = {"changes": len(wanted)}
     missing: set[tuple[str, int, int, str]] = set(wanted)
     ends: dict[int, int] = {}
-    read_to = dict(start_offsets)          # each poll reads only what was appended since the last one
+    # each poll reads (and parses, once) only what was appended since the last one; the caller's reader
+    # keeps every record for the topic evidence
+    reader = reader or TopicReader(bootstrap, topic, start_offsets)
     snapshot_end: int | None = None
     while time.monotonic() < deadline:
         try:
             ends = kafka_client.end_offsets(bootstrap, topic)
-            records = kafka_client.read_range(bootstrap, topic, read_to, ends, timeout=30)
+            rows = reader.read(ends, timeout=30)
         except Exception as exc:  # noqa: BLE001 - keep waiting while the broker recovers
             stats["last_error"] = str(exc)
             time.sleep(1)
             continue
-        read_to = {p: max(read_to.get(p, 0), e) for p, e in ends.items()}
-        missing -= {_identity(r.value) for r in records if r.value}
+        missing -= {(r["src_file"], r["src_pos"], r["src_row"], r["op"]) for r in rows
+                    if r["src_table"] == "orders" and r["op"] in ("c", "u", "d")}
         # a change Debezium never published because a complete snapshot re-read the state after it (its
         # position was purged, or its offsets lost) will never come: the snapshot accounts for it
-        ends_here = [p for r in records if r.value and (p := _snapshot_end(r.value)) is not None]
+        ends_here = [truth.coordinate_key(r["src_file"], r["src_pos"]) for r in rows
+                     if r["op"] == "r" and r["src_snapshot"] == "last" and r["src_file"] is not None
+                     and r["src_pos"] is not None]
         if ends_here:
             snapshot_end = max(ends_here + ([snapshot_end] if snapshot_end is not None else []))
         if snapshot_end is not None:
@@ -332,15 +336,17 @@ def gather(stack: Stack, pipeline: Pipeline, job: JobConfig, start_pos: tuple[st
     truth_s = round(time.monotonic() - t0, 2)
     job_id = pipeline.current_job_id
     assert job_id is not None, "gather() needs a submitted job"
+    reader = TopicReader(stack.kafka.bootstrap, stack.config.kafka.topic, start_offsets)
     stalled, qstats = quiesce(stack, pipeline, job_id, gt, start_offsets, pipeline.consumer_group(job), timeout_s,
-                              checkpointing=job.checkpointing, commit_bound_ms=job.commit_bound_ms)
+                              checkpointing=job.checkpointing, commit_bound_ms=job.commit_bound_ms, reader=reader)
     qstats["truth_s"] = truth_s
     try:
         flink_wm = sink_watermark_ms(pipeline, pipeline.current_job_id or job_id)
     except Exception:  # noqa: BLE001 - without it MISSING_SUCCESS is not judged, which the counts say
         flink_wm = None
     t1 = time.monotonic()
-    records = read_topic_evidence(stack.kafka.bootstrap, stack.config.kafka.topic, start_offsets)
+    reader.read()          # the rest of the topic, after what quiescence read
+    records = reader.table()
     qstats["topic_s"] = round(time.monotonic() - t1, 2)
     return Evidence(gt, records, flink_wm, job.out_of_orderness_ms, stalled, qstats)
 
@@ -356,18 +362,6 @@ def judge(stack: Stack, pipeline: Pipeline, job: JobConfig, prefix: str, start_p
     verdict = evidence.check(lake, context)
     evidence.quiescence.update(lake_s=round(t1 - t0, 2), check_s=round(time.monotonic() - t1, 2))
     return verdict, evidence.quiescence, lake
-
-
-def _identity(value: bytes) -> tuple[str, int, int, str] | None:
-    """A record's place in the source log (the change identity), for orders changes only."""
-    try:
-        env = json.loads(value)
-        src = env["source"]
-        if src.get("table") != "orders" or env.get("op") not in ("c", "u", "d"):
-            return None
-        return str(src["file"]), int(src["pos"]), int(src.get("row") or 0), str(env["op"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
 
 
 def wait_caught_up(pipeline: Pipeline, job_id: str, behind_ms: int = 15_000, timeout_s: float = 180.0,
@@ -391,17 +385,6 @@ def wait_caught_up(pipeline: Pipeline, job_id: str, behind_ms: int = 15_000, tim
     _LOG.warning("job %s not caught up after %.0f s (sink watermark %s); the run goes on", job_id,
                  time.monotonic() - t0, last)
     return {"caught_up_s": None, "sink_watermark_ms": last}
-
-
-def _snapshot_end(value: bytes) -> tuple[int, int] | None:
-    """The consistent point of a record that ends a snapshot (``source.snapshot = last``), else None."""
-    env = envelope(value)
-    if env is None or env.get("op") != "r" or str(env["source"].get("snapshot")).lower() != "last":
-        return None
-    try:
-        return truth.coordinate_key(str(env["source"]["file"]), int(env["source"]["pos"]))
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 class PhaseClock:

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from harness import kafka_client
@@ -62,9 +63,12 @@ def envelope(value: bytes | None) -> dict[str, Any] | None:
     if value is None:
         return None
     try:
-        env = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return None
+        env = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        try:   # orjson is strict (RFC 8259); keep what Python's own parser reads (NaN, lone surrogates)
+            env = json.loads(value)
+        except (ValueError, UnicodeDecodeError):
+            return None
     if isinstance(env, dict) and "payload" in env and "op" not in env:   # converter with schemas enabled
         env = env["payload"]
     return env if isinstance(env, dict) and isinstance(env.get("source"), dict) else None
@@ -98,25 +102,64 @@ def parse_envelope(value: bytes) -> dict[str, Any] | None:
     return out
 
 
+class TopicEvidence:
+    """The topic's records parsed once each into :data:`TOPIC_SCHEMA` columns, added as they are read."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {name: [] for name in TOPIC_SCHEMA.names}
+        self.tombstones = self.unparsable = 0
+
+    def add(self, records: Iterable[kafka_client.Record]) -> list[dict[str, Any]]:
+        """Parse and keep ``records``; returns their evidence rows (the envelopes among them)."""
+        cols, rows = self.cols, []
+        for rec in records:
+            if rec.value is None:
+                self.tombstones += 1
+                continue
+            row = parse_envelope(rec.value)
+            if row is None:
+                self.unparsable += 1
+                continue
+            cols["kafka_partition"].append(rec.partition)
+            cols["kafka_offset"].append(rec.offset)
+            cols["kafka_ts_ms"].append(rec.timestamp_ms)
+            for name, v in row.items():
+                cols[name].append(v)
+            rows.append(row)
+        return rows
+
+    def table(self) -> pa.Table:
+        table = pa.Table.from_pydict(self.cols, schema=TOPIC_SCHEMA)
+        return table.replace_schema_metadata({"tombstones": str(self.tombstones),
+                                              "unparsable": str(self.unparsable)})
+
+
+class TopicReader:
+    """The topic read forward from a run's start offsets, each record fetched and parsed once: quiescence
+    asks what arrived since its last look, and the evidence is everything read (for a 1 M-change run the
+    topic was read and parsed three times before, twice by quiescence and once for the evidence)."""
+
+    def __init__(self, bootstrap: str, topic: str, start_offsets: dict[int, int] | None) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.position: dict[int, int] = dict(start_offsets or {})
+        self.evidence = TopicEvidence()
+
+    def read(self, ends: dict[int, int] | None = None, timeout: float = 120) -> list[dict[str, Any]]:
+        """Every record from where the last read stopped to ``ends`` (None: the log end now); their rows."""
+        ends = ends if ends is not None else kafka_client.end_offsets(self.bootstrap, self.topic)
+        records = kafka_client.read_range(self.bootstrap, self.topic, self.position, ends, timeout=timeout)
+        self.position = {p: max(self.position.get(p, 0), e) for p, e in ends.items()}
+        return self.evidence.add(records)
+
+    def table(self) -> pa.Table:
+        return self.evidence.table()
+
+
 def parse_records(records: Iterable[kafka_client.Record]) -> pa.Table:
     """:data:`TOPIC_SCHEMA` rows of ``records``; skipped counts in the schema metadata."""
-    cols: dict[str, list[Any]] = {name: [] for name in TOPIC_SCHEMA.names}
-    tombstones = unparsable = 0
-    for rec in records:
-        if rec.value is None:
-            tombstones += 1
-            continue
-        row = parse_envelope(rec.value)
-        if row is None:
-            unparsable += 1
-            continue
-        cols["kafka_partition"].append(rec.partition)
-        cols["kafka_offset"].append(rec.offset)
-        cols["kafka_ts_ms"].append(rec.timestamp_ms)
-        for name, v in row.items():
-            cols[name].append(v)
-    table = pa.Table.from_pydict(cols, schema=TOPIC_SCHEMA)
-    return table.replace_schema_metadata({"tombstones": str(tombstones), "unparsable": str(unparsable)})
+    evidence = TopicEvidence()
+    evidence.add(records)
+    return evidence.table()
 
 
 def skipped_counts(table: pa.Table) -> dict[str, int]:
@@ -129,6 +172,6 @@ def read_topic_evidence(bootstrap: str, topic: str, start_offsets: dict[int, int
                         end_offsets: dict[int, int] | None = None, timeout: float = 120) -> pa.Table:
     """Every record of ``topic`` from ``start_offsets`` (None: the earliest) to ``end_offsets`` (None: the log
     end now), parsed into :data:`TOPIC_SCHEMA`."""
-    ends = end_offsets if end_offsets is not None else kafka_client.end_offsets(bootstrap, topic)
-    records = kafka_client.read_range(bootstrap, topic, dict(start_offsets or {}), ends, timeout=timeout)
-    return parse_records(records)
+    reader = TopicReader(bootstrap, topic, start_offsets)
+    reader.read(end_offsets, timeout=timeout)
+    return reader.table()

@@ -34,6 +34,7 @@ Reading rules (see :func:`parse_binlog_lines`):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -369,28 +370,35 @@ def _raw_string_bytes(raw: str) -> int:
     return len(inner.encode("latin-1", errors="replace"))
 
 
-def _value_size(type_text: str, raw: str) -> int:
+@functools.lru_cache(maxsize=1024)
+def _size_rule(type_text: str) -> tuple[bool, int]:
+    """How a column of this type is stored in a row image: (False, bytes) for a fixed size, (True, length
+    prefix bytes) for a string whose stored bytes follow; worked out once per type text (the sizes of a split
+    statement's rows are computed for every row)."""
     t = type_text.upper()
     head = re.match(r"([A-Z]+)(?:\((\d+)(?:,(\d+))?\))?", t)
     if head is None:
         raise ValueError(f"column type {type_text!r}")
     name, n1, n2 = head.group(1), head.group(2), head.group(3)
     if name in _INT_SIZES:
-        return _INT_SIZES[name]
+        return False, _INT_SIZES[name]
     if name in ("DECIMAL", "NUMERIC"):
         precision, scale = int(n1 or 10), int(n2 or 0)
         intg, frac = precision - scale, scale
-        return intg // 9 * 4 + _DIG2BYTES[intg % 9] + frac // 9 * 4 + _DIG2BYTES[frac % 9]
+        return False, intg // 9 * 4 + _DIG2BYTES[intg % 9] + frac // 9 * 4 + _DIG2BYTES[frac % 9]
     if name in ("DATETIME", "TIMESTAMP", "TIME"):
         fsp = int(n1 or 0)
-        return {"DATETIME": 5, "TIMESTAMP": 4, "TIME": 3}[name] + (fsp + 1) // 2
+        return False, {"DATETIME": 5, "TIMESTAMP": 4, "TIME": 3}[name] + (fsp + 1) // 2
     if name in ("VARCHAR", "VARBINARY", "CHAR", "BINARY"):
         m = re.search(r"\bCHARSET (\w+)", type_text)
         maxlen = 1 if name.endswith("BINARY") else _CHARSET_MAXLEN.get(m.group(1).lower() if m else "utf8mb4", 4)
-        prefix = 1 if int(n1 or 1) * maxlen < 256 else 2
-        stored = _raw_string_bytes(raw)
-        return prefix + stored
+        return True, 1 if int(n1 or 1) * maxlen < 256 else 2
     raise ValueError(f"no row-image size rule for column type {type_text!r}")
+
+
+def _value_size(type_text: str, raw: str) -> int:
+    string, size = _size_rule(type_text)
+    return size + _raw_string_bytes(raw) if string else size
 
 
 def _row_image_size(columns: list[Any], values: list[str | None]) -> int:
@@ -410,6 +418,9 @@ def _rows_event_overhead(ncols: int, kind: str, checksum: bool, mysql_v2: bool) 
     return 19 + 8 + (2 if mysql_v2 else 0) + packed + bitmaps + (4 if checksum else 0)
 
 
+_Reader = tuple[str, int, Callable[[str], Any]]   # (output name, column index, value reader)
+
+
 class _TableMap:
     """A Table_map event: the table's name and, from its metadata, its columns in order."""
 
@@ -424,10 +435,28 @@ class _TableMap:
     def add_column_line(self, line: str) -> None:
         self.column_lines.append(line)
 
+    #: resolved metadata by (table, its column lines, wanted, key): every transaction logs its own Table_map,
+    #: nearly always the same one, and parsing it anew per rows event was a fifth of truth's time
+    _RESOLVED: ClassVar[dict[tuple[Any, ...], tuple[list[_Column], list[_Reader], int]]] = {}
+
     def resolve(self, wanted: tuple[str, ...], key: str) -> bool:
         """Parse the column metadata; False if it has no column names (binlog_row_metadata != FULL)."""
         if self.columns is not None:
             return True
+        cache_key = (self.qualified, tuple(self.column_lines), wanted, key)
+        hit = _TableMap._RESOLVED.get(cache_key)
+        if hit is not None:
+            self.columns, self.readers, self.key_index = hit
+            return True
+        if not self._resolve(wanted, key):
+            return False
+        if len(_TableMap._RESOLVED) > 4096:
+            _TableMap._RESOLVED.clear()
+        assert self.columns is not None and self.readers is not None
+        _TableMap._RESOLVED[cache_key] = (self.columns, self.readers, self.key_index)
+        return True
+
+    def _resolve(self, wanted: tuple[str, ...], key: str) -> bool:
         cols: list[_Column] = []
         for line in self.column_lines:
             a = line.find("`")
@@ -650,22 +679,26 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
             elif not line.endswith("/*!*/;") and len(query_text) < 4:
                 query_text.append(line)
             continue
+        if line.startswith("###   @"):   # a row's column value: most lines, so tested first
+            if cur is None:
+                raise fail("a row value outside a row of a rows event")
+            eq = line.find("=", 7)
+            try:
+                cur[int(line[7:eq]) - 1] = line[eq + 1:]
+            except (ValueError, IndexError):
+                raise fail(f"a row value for no column of {ev_table.qualified if ev_table else '?'} "
+                           f"(its Table_map lists {ncols})") from None
+            continue
+        if filling is not None and line.startswith(("#         ", "# Columns(")):
+            filling.add_column_line(line[10:])   # a Table_map's column metadata: one line per column
+            continue
         if not line.startswith("#"):
             if line.startswith("SET @@SESSION.GTID_NEXT="):   # MySQL: the GTID event's body names it
                 q = line.split("'")
                 gtid = q[1] if len(q) > 2 and q[1] not in ("AUTOMATIC", "ANONYMOUS") else None
             continue
         if line.startswith("###"):
-            if line.startswith("###   @"):
-                if cur is None:
-                    raise fail("a row value outside a row of a rows event")
-                eq = line.find("=", 7)
-                try:
-                    cur[int(line[7:eq]) - 1] = line[eq + 1:]
-                except (ValueError, IndexError):
-                    raise fail(f"a row value for no column of {ev_table.qualified if ev_table else '?'} "
-                               f"(its Table_map lists {ncols})") from None
-            elif line == "### SET":
+            if line == "### SET":
                 if cur is None or ev_kind == "d":
                     raise fail("### SET outside an INSERT or UPDATE row")
                 if ev_kind == "u":
@@ -774,9 +807,6 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
             file, expected = line[len(FILE_MARK):].strip(), None
             if file not in files:
                 files.append(file)
-            continue
-        if filling is not None and (line.startswith("# Columns(") or line.startswith("#         ")):
-            filling.add_column_line(line[10:])
             continue
     if cur is not None:
         close_row()
