@@ -167,11 +167,3 @@ def skipped_counts(table: pa.Table) -> dict[str, int]:
     meta = table.schema.metadata or {}
     return {k: int(meta.get(k.encode(), b"0")) for k in ("tombstones", "unparsable")}
 
-
-def read_topic_evidence(bootstrap: str, topic: str, start_offsets: dict[int, int] | None,
-                        end_offsets: dict[int, int] | None = None, timeout: float = 120) -> pa.Table:
-    """Every record of ``topic`` from ``start_offsets`` (None: the earliest) to ``end_offsets`` (None: the log
-    end now), parsed into :data:`TOPIC_SCHEMA`."""
-    reader = TopicReader(bootstrap, topic, start_offsets)
-    reader.read(end_offsets, timeout=timeout)
-    return reader.table()
