@@ -94,7 +94,8 @@ def render_html(result: dict[str, Any], directory: Path | None = None, nav: str 
                  f"{fresh['n']} changes" if fresh.get("n") else "freshness: none measured")
     recovery = "".join(
         f"<tr><td>{html.escape(r['nemesis'])}</td><td>{r['healed_at_s']}</td><td>{r['lag_normal_after_s']}</td>"
-        f"<td>{r['lag_zero_after_s']}</td></tr>" for r in stats.get("recovery", []))
+        f"<td>{r['lag_zero_after_s']}</td><td>{r.get('injected_at_s')}</td>"
+        f"<td>{r.get('consumption_back_after_s')}</td></tr>" for r in stats.get("recovery", []))
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>cdc-chaos {html.escape(result.get('name', ''))} seed {result.get('seed')}</title><style>{STYLE}</style></head><body>
 {nav}
@@ -110,7 +111,7 @@ workload {stats.get('workload_s')} s, run {stats.get('wall_s')} s</p>
 <h2>Operation timeline</h2><div class="fig" id="ops-figure">{plots.ops_figure(result)}</div>
 <h2>Anomalies</h2>{f'<table><tr><th>class</th><th>count</th><th>examples</th></tr>{anomalies}</table>' if anomalies else '<p>none</p>'}
 <h2>Fault timeline and evidence</h2><table><tr><th>at</th><th>fault</th><th>phase</th><th>detail</th></tr>{faults}</table>
-<h2>Recovery</h2><table><tr><th>fault</th><th>healed at (s)</th><th>lag back to normal after (s)</th><th>lag at idle floor after (s)</th></tr>{recovery}</table>
+<h2>Recovery</h2><table><tr><th>fault</th><th>healed at (s)</th><th>lag back to normal after (s)</th><th>lag at idle floor after (s)</th><th>injected at (s)</th><th>reading at the pre-fault rate again after the injection (s)</th></tr>{recovery}</table>
 <h2>Logs</h2><ul id="logs">{links or '<li>none kept</li>'}</ul>
 <h2>Counts</h2><pre>{html.escape(json.dumps(verdict['counts'], indent=1, default=str))}</pre>
 </body></html>"""

@@ -20,12 +20,24 @@ from harness.nemesis import FaultEvent
 @dataclass(frozen=True)
 class RecoveryFigure:
     """After a heal: seconds until the consumer lag was back within the pre-fault swing (``lag_normal``) and
-    down to the idle floor (``lag_zero``); None when never seen while sampled."""
+    down to the idle floor (``lag_zero``); None when never seen while sampled.
+
+    From the fault's injection: seconds until the job read records at its pre-fault rate again
+    (``consumption_back_after_s``, Flink's records-consumed metric of the job's change reader; see
+    :class:`harness.runner.ConsumptionMonitor`), after the fault first cut reading below half that rate
+    (``consumption_dipped``; when it never did, the figure is 0)."""
     nemesis: str
     healed_at_s: float
     lag_baseline: int | None
     lag_normal_after_s: float | None
     lag_zero_after_s: float | None
+    injected_at_s: float | None = None
+    consumption_baseline_per_s: float | None = None
+    consumption_back_after_s: float | None = None
+    consumption_dipped: bool | None = None
+    # from the injection: the job seen restarting (a task not RUNNING), then every task RUNNING again
+    job_restarting_after_s: float | None = None
+    tasks_running_after_s: float | None = None
 
 
 @dataclass
@@ -47,6 +59,8 @@ class RunStats:
     # completed and failed checkpoints: [(second of the trigger since t0, duration ms, state bytes, status)]
     checkpoints: list[tuple[float, int, int, str]] = field(default_factory=list)
     phases_s: dict[str, float] = field(default_factory=dict)   # seconds per phase of the run, in order
+    # records the job's change reader read per second: [(end of the 1 s window since t0, records/s)]
+    consumption: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from harness.config import cache_dir
 from harness.process import group_alive, kill_group, pid_alive, port_free
@@ -27,21 +28,39 @@ PORT_RANGE = (20000, 32000)  # below the kernel's ephemeral range (32768+), so c
 
 
 @contextmanager
-def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """An exclusive advisory lock; xdist workers and parallel installs serialise on it.  ``on_wait`` is
-    called once when another process holds it (before waiting for it)."""
+def file_lock(path: Path, on_wait: Callable[[float], None] | None = None, every_s: float = 20.0) -> Iterator[None]:
+    """An exclusive advisory lock; xdist workers and parallel installs serialise on it.  ``on_wait(seconds)``
+    is called when another process holds it (with 0), then every ``every_s`` while it still does, so a
+    waiter shows that it is alive and how long it has waited."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            if on_wait is None:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            else:
+                _wait_for_lock(fh, on_wait, every_s)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _wait_for_lock(fh: IO[str], on_wait: Callable[[float], None], every_s: float) -> None:
+    t0 = time.monotonic()
+    on_wait(0.0)
+    next_say = every_s
+    while True:
+        time.sleep(0.2)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            elapsed = time.monotonic() - t0
+            if elapsed >= next_say:
+                on_wait(elapsed)
+                next_say += every_s
 
 
 def runs_root() -> Path:

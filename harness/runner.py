@@ -20,7 +20,7 @@ from flink_job.sql import JobConfig
 from harness import kafka_client, log, truth
 from harness.checker import ExactlyOnceChecker, Verdict
 from harness.lake import LakeReader, LakeSnapshot
-from harness.nemesis import NemesisRunner, Schedule
+from harness.nemesis import FaultEvent, NemesisRunner, Schedule
 from harness.pipeline import Pipeline, sink_watermark_ms
 from harness.result import RecoveryFigure, RunResult, RunStats
 from harness.rundir import file_lock
@@ -97,6 +97,129 @@ class LagMonitor:
             if s.t >= t and s.lag <= threshold:
                 return round(s.t - t, 2)
         return None
+
+
+@dataclass
+class ConsumptionSample:
+    t: float
+    consumed: int | None   # records the change reader's subtasks report consumed (None: no subtask reporting)
+    job_id: str | None
+    all_running: bool | None = None   # every task of the job RUNNING (None: no answer)
+
+
+class ConsumptionMonitor:
+    """Samples how many records the job's change reader (the Kafka source of ``source_table``) has consumed:
+    Flink's own ``records-consumed-total`` of its Kafka consumers, summed over subtasks, from the REST API.
+
+    Unlike the consumer lag (offsets are committed once per checkpoint), this moves with every record the job
+    reads, so it shows when a job that lost a TaskManager or a broker reads at its pre-fault rate again.  The
+    counter starts from zero with each new subtask (a restart) and each new job (a resume): a sample below the
+    previous one of the same job, or of another job, starts a new count.  The REST API caches metrics for
+    ``metrics.fetcher.update-interval`` (500 ms in the stack), which is the figures' resolution."""
+
+    METRIC = "records-consumed-total"
+
+    def __init__(self, pipeline: Pipeline, job_id: Callable[[], str | None], source_table: str = "cdc_typed",
+                 interval_s: float = 0.5) -> None:
+        self.pipeline, self.job_id, self.source_table, self.interval_s = pipeline, job_id, source_table, interval_s
+        self.samples: list[ConsumptionSample] = []
+        self._ids: dict[str, tuple[str, list[str]]] = {}   # job id -> (vertex id, metric ids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="consumption-monitor")
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            job_id = self.job_id()
+            consumed, running = None, None
+            try:
+                if job_id:
+                    running = self.all_running(job_id)
+                    consumed = self.read(job_id)
+            except Exception:  # noqa: BLE001 - the JobManager may be down or the job restarting: a gap
+                pass
+            self.samples.append(ConsumptionSample(round(time.monotonic() - self.t0, 2), consumed, job_id, running))
+
+    def all_running(self, job_id: str) -> bool:
+        job = self.pipeline._get(f"/jobs/{job_id}", timeout=2)
+        return job.get("state") == "RUNNING" and all(
+            v.get("tasks", {}).get("RUNNING", 0) == v.get("parallelism", -1) for v in job.get("vertices", []))
+
+    def read(self, job_id: str) -> int | None:
+        """The records consumed now, summed over the reader's subtasks; None while no subtask reports it."""
+        vertex, ids = self._ids.get(job_id, ("", []))
+        if not ids:
+            job = self.pipeline._get(f"/jobs/{job_id}", timeout=2)
+            for v in job.get("vertices", []):
+                if self.source_table in v.get("name", ""):
+                    names = self.pipeline._get(f"/jobs/{job_id}/vertices/{v['id']}/subtasks/metrics", timeout=2)
+                    ids = [m["id"] for m in names if m["id"].endswith(self.METRIC)]
+                    vertex = v["id"]
+                    break
+            if not ids:
+                return None   # not running yet: Flink lists a subtask's metrics once it has reported them
+            self._ids[job_id] = (vertex, ids)
+        values = self.pipeline._get(f"/jobs/{job_id}/vertices/{vertex}/subtasks/metrics?get={','.join(ids)}"
+                                    "&agg=sum", timeout=2)
+        total = sum(float(m.get("sum", 0)) for m in values)
+        return int(total) if values else None
+
+    def rates(self, window_s: float = 1.0) -> list[tuple[float, float]]:
+        """(sample time since t0, records per second since the last sample at least ``window_s`` earlier),
+        one per sample after the first window: a restart's reset is counted from zero, and a sample with no
+        answer (no subtask reporting, the JobManager away) counts as nothing read."""
+        points: list[tuple[float, int]] = []   # (t, records read by the job since the first sample)
+        total, last = 0, None
+        for s in self.samples:
+            if s.consumed is not None:
+                if last is not None and s.job_id == last.job_id and s.consumed >= (last.consumed or 0):
+                    total += s.consumed - (last.consumed or 0)
+                elif last is not None:
+                    total += s.consumed   # a new count (restart or resume) began since the last answer
+                last = s
+            points.append((s.t, total))
+        out, k = [], -1
+        for t, c in points:
+            while k + 1 < len(points) and points[k + 1][0] <= t - window_s + 1e-6:
+                k += 1
+            if k >= 0:
+                t_a, c_a = points[k]
+                out.append((t, (c - c_a) / (t - t_a)))
+        return out
+
+    def baseline_rate(self, until: float, warmup_s: float = 2.0) -> float | None:
+        """The median rate the job read at in steady state before ``until`` (the first fault)."""
+        values = sorted(r for t, r in self.rates() if warmup_s <= t < until)
+        return values[len(values) // 2] if values else None
+
+    def restart_after(self, injected_at: float, give_up_at: float) -> tuple[float | None, float | None]:
+        """Seconds from ``injected_at`` until the job was seen restarting (not every task RUNNING) and then
+        until every task was RUNNING again: where a recovery's time goes before the job reads."""
+        down = next((s.t for s in self.samples if injected_at < s.t <= give_up_at and s.all_running is False), None)
+        if down is None:
+            return None, None
+        up = next((s.t for s in self.samples if s.t > down and s.all_running), None)
+        return round(down - injected_at, 2), (round(up - injected_at, 2) if up is not None else None)
+
+    def back_after(self, injected_at: float, baseline: float, give_up_at: float,
+                   low: float = 0.5, back: float = 0.9) -> tuple[float | None, bool]:
+        """Seconds from ``injected_at`` until the job read at ``back`` x ``baseline`` again, after the fault
+        first pushed it below ``low`` x ``baseline``; (0.0, False) when reading never dipped before
+        ``give_up_at``, (None, True) when it dipped and never came back while sampled."""
+        rates = [(t, r) for t, r in self.rates() if t > injected_at]
+        dip = next((t for t, r in rates if t <= give_up_at and r < low * baseline), None)
+        if dip is None:
+            return 0.0, False
+        up = next((t for t, r in rates if t > dip and r >= back * baseline), None)
+        return (round(up - injected_at, 2) if up is not None else None), True
 
 
 def prepare_source(stack: Stack) -> tuple[tuple[str, int], dict[int, int]]:
@@ -420,6 +543,8 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
                          checkpoint_interval_ms=spec.checkpoint_interval_ms, variant=spec.job_variant,
                          extra=dict(spec.job_options))
     monitor = LagMonitor(stack.kafka.bootstrap, pipeline.consumer_group(job), stack.config.kafka.topic)
+    job_id = ""
+    reading = ConsumptionMonitor(pipeline, lambda: pipeline.current_job_id or job_id or None)
     try:
         job_id = pipeline.submit(job)
         phases.mark("job_submit")
@@ -445,6 +570,7 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
         t0 = time.monotonic() + 0.5
         t0_wall_ms = int((time.time() + 0.5) * 1000)
         monitor.start(t0)
+        reading.start(t0)
         nemesis.start(t0)
         try:
             history = client.run(start_at=t0)
@@ -475,34 +601,57 @@ def run_with_evidence(stack: Stack, spec: RunSpec, index: int = 0,
         checkpoints = checkpoint_series(pipeline, [job_id, pipeline.current_job_id], t0_wall_ms)
     finally:
         monitor.stop()
+        reading.stop()
         pipeline.cancel_all()
     phases.mark("job_cancel")
     _LOG.info("%s: phases (s) %s", spec.name, phases.seconds)
     timeline = nemesis.events()
-    recovery = []
-    injected = [(ev.wall_ms - t0_wall_ms) / 1000 for ev in timeline if ev.phase == "inject"]
-    baseline = monitor.baseline(min(injected)) if injected else None
-    for ev in timeline:
-        if ev.phase == "heal":
-            t_heal = (ev.wall_ms - t0_wall_ms) / 1000
-            # lag_normal: back within the pre-fault steady-state swing (the recovery figure); lag_zero: fully
-            # caught up, which under a continuing workload mostly happens only once the workload stops.  "Zero"
-            # is the idle floor: the database's tick appends a record per heartbeat row each second, and
-            # offsets are committed once per checkpoint, so an idle, caught-up job lags by up to that much
-            recovery.append(RecoveryFigure(
-                ev.nemesis, round(t_heal, 2), baseline,
-                monitor.recovery_after(t_heal, baseline) if baseline is not None else None,
-                monitor.recovery_after(t_heal, idle_lag(job))))
+    recovery = recovery_figures(timeline, t0_wall_ms, monitor, reading, idle_lag(job))
     stats = RunStats(wall_s=round(time.monotonic() - started, 1), workload_s=round(workload_s, 1),
                      workload=summarize(history), quiescence=evidence.quiescence, recovery=recovery,
                      nemesis_errors=nemesis.errors, job=job_status, lake=lake.summary(), warmup=warmup,
                      lag_samples=[(round(s.t, 2), s.lag) for s in monitor.samples], checkpoints=checkpoints,
-                     phases_s=phases.seconds,
+                     phases_s=phases.seconds, consumption=[(t, round(r, 1)) for t, r in reading.rates()],
                      **freshness(history, lake, t0_wall_ms))
     result = RunResult(name=spec.name, seed=spec.seed, replay=spec.replay, verdict=verdict, timeline=timeline,
                        schedule=schedule.describe(), stats=stats, throughput=_throughput(history, t0_wall_ms),
                        t0_wall_ms=t0_wall_ms, ops=_op_timeline(history, t0_wall_ms))
     return result, evidence, prefix
+
+
+def recovery_figures(timeline: list[FaultEvent], t0_wall_ms: int, lag: LagMonitor, reading: ConsumptionMonitor,
+                     idle: int) -> list[RecoveryFigure]:
+    """One figure per heal: the consumer lag's recovery after the heal, and the job's reading rate's recovery
+    after the injection (the fault's inject and heal pair up in order, per nemesis)."""
+    injected = [(ev.wall_ms - t0_wall_ms) / 1000 for ev in timeline if ev.phase == "inject"]
+    baseline = lag.baseline(min(injected)) if injected else None
+    rate = reading.baseline_rate(min(injected)) if injected else None
+    open_injects: dict[str, list[float]] = {}
+    figures = []
+    for i, ev in enumerate(timeline):
+        t = (ev.wall_ms - t0_wall_ms) / 1000
+        if ev.phase == "inject":
+            open_injects.setdefault(ev.nemesis, []).append(t)
+        if ev.phase != "heal":
+            continue
+        t_inject = open_injects.get(ev.nemesis, []).pop(0) if open_injects.get(ev.nemesis) else None
+        later = [(e.wall_ms - t0_wall_ms) / 1000 for e in timeline[i + 1:] if e.phase == "inject"]
+        give_up = min(later) if later else t + 60
+        back, dipped = (reading.back_after(t_inject, rate, give_up_at=give_up)
+                        if t_inject is not None and rate else (None, None))
+        restarting, running = reading.restart_after(t_inject, give_up) if t_inject is not None else (None, None)
+        # lag_normal: back within the pre-fault steady-state swing; lag_zero: fully caught up, which under a
+        # continuing workload mostly happens only once the workload stops.  "Zero" is the idle floor: the
+        # database's tick appends a record per heartbeat row each second, and offsets are committed once per
+        # checkpoint, so an idle, caught-up job lags by up to that much
+        figures.append(RecoveryFigure(
+            ev.nemesis, round(t, 2), baseline,
+            lag.recovery_after(t, baseline) if baseline is not None else None, lag.recovery_after(t, idle),
+            injected_at_s=round(t_inject, 2) if t_inject is not None else None,
+            consumption_baseline_per_s=round(rate, 1) if rate else None,
+            consumption_back_after_s=back, consumption_dipped=dipped,
+            job_restarting_after_s=restarting, tasks_running_after_s=running))
+    return figures
 
 
 def freshness(history: History, lake: LakeSnapshot, t0_wall_ms: int) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.runner import LagMonitor, LagSample
+from harness.runner import ConsumptionMonitor, ConsumptionSample, LagMonitor, LagSample
 
 
 def _monitor(lags: list[tuple[float, int]]) -> LagMonitor:
@@ -26,3 +26,47 @@ def test_no_recovery_when_the_lag_never_comes_back() -> None:
     assert m.baseline(until=6.0) == 20
     assert m.recovery_after(10.0, threshold=20) is None
     assert _monitor([]).baseline(until=6.0) is None
+
+
+# --- reading back at its pre-fault rate (Flink's records-consumed), measured from the injection --------------
+
+def _reading(points: list[tuple[float, int | None, str]]) -> ConsumptionMonitor:
+    m = ConsumptionMonitor(pipeline=None, job_id=lambda: None)  # type: ignore[arg-type]
+    m.samples = [ConsumptionSample(t, consumed, job) for t, consumed, job in points]
+    return m
+
+
+def _steady(until: float, per_s: int = 500, job: str = "j1", start: int = 0) -> list[tuple[float, int | None, str]]:
+    return [(k / 2, start + int(k / 2 * per_s), job) for k in range(1, int(until * 2) + 1)]
+
+
+def test_reading_rate_counts_a_restarts_reset_from_zero() -> None:
+    # 500/s until 10 s; killed at 10 s: nothing read, no subtask reporting; the restarted subtask counts from 0
+    samples = [*_steady(10.0), (10.5, 5000, "j1"), (11.0, None, "j1"), (14.0, None, "j1"),
+               (14.5, 0, "j1"), (15.0, 100, "j1"), (15.5, 700, "j1"), (16.0, 1400, "j1"),
+               (16.5, 1700, "j1"), (17.0, 1950, "j1")]
+    m = _reading(samples)
+    assert m.baseline_rate(until=10.0) == 500.0
+    rates = dict(m.rates())
+    assert rates[11.0] == 0.0            # killed: nothing read from 10.5 s on
+    assert rates[15.0] == 100.0          # the reset is no negative rate: 100 read since the restart's 0
+    assert rates[16.0] == 1300.0         # catching up: the backlog read at more than twice the steady rate
+    back, dipped = m.back_after(10.0, 500.0, give_up_at=20.0)
+    assert dipped and back == 5.5        # below half the rate from 11 s, 700/s over the second ending at 15.5
+
+
+def test_reading_that_never_comes_back_has_no_figure_and_one_never_cut_is_zero() -> None:
+    stalled = _reading([*_steady(10.0), *[(10.5 + k / 2, 5000, "j1") for k in range(20)]])
+    assert stalled.back_after(10.0, 500.0, give_up_at=25.0) == (None, True)
+    untouched = _reading(_steady(30.0))
+    assert untouched.back_after(10.0, 500.0, give_up_at=25.0) == (0.0, False)
+
+
+def test_a_resumed_job_counts_from_zero_too() -> None:
+    # the JobManager's restart resumes the job under a new id: its counter starts anew, not below the old one
+    samples = [*_steady(10.0), (10.5, None, "j1"), (13.0, 0, "j2"), (13.5, 600, "j2"), (14.0, 1200, "j2")]
+    m = _reading(samples)
+    rates = dict(m.rates())
+    assert rates[13.0] == 0.0            # no answer from 10.5 s to 13 s: the window reaches back to 10.5 s
+    assert rates[14.0] == 1200.0
+    assert m.back_after(10.0, 500.0, give_up_at=20.0) == (4.0, True)   # the second ending at 14 s

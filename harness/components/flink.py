@@ -81,6 +81,12 @@ class FlinkCluster(Component):
             # the REST API answers metrics (watermarks, restarts) from a cache refreshed at most this often; the
             # nemeses sample the job's watermark within a fault of a few seconds
             "metrics.fetcher.update-interval": 500,
+            # the REST API's metric fetcher asks every TaskManager and starts no new round until all answered,
+            # each ask bounded by web.timeout (10 min by default): a TaskManager killed while an ask was on its
+            # way froze every metric of the cluster for 10 minutes (the job's watermarks and records consumed
+            # read as stuck after a TaskManager kill, so quiescence judged an honest run STALLED).  10 s bounds
+            # that freeze; REST calls to the JobManager itself answer well within it
+            "web.timeout": 10000,
             "resourcemanager.taskmanager-timeout": 10000,
             # checkpoints kept per job, for an operator to fall back on (the JobManager's setting: a job's own
             # is ignored); the restore_older_checkpoint scenario restores the third newest

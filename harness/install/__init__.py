@@ -40,8 +40,10 @@ def installs_root() -> Path:
 @contextmanager
 def locked(name: str) -> Iterator[None]:
     with file_lock(installs_root() / f".{name}.lock",
-                   on_wait=lambda: progress(f"waiting for {name}: another set-up (or ./run's early Go builds) "
-                                            "is installing it")):
+                   on_wait=lambda waited: progress(
+                       f"waiting for {name}: another set-up (or ./run's early Go builds) is installing it"
+                       if not waited else f"still waiting for {name} ({waited:.0f}s)"),
+                   every_s=HEARTBEAT_S):
         yield
 
 
