@@ -42,7 +42,7 @@ def log(message: str) -> None:
     print(f"[bench_recovery {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def repeated(scenario: Scenario, runs: int, gap_s: float) -> Scenario:
+def repeated(scenario: Scenario, runs: int, gap_s: float, job_options: dict[str, str] | None = None) -> Scenario:
     """The scenario with its own fault (same nemesis, same length) repeated ``runs`` times, ``gap_s`` apart."""
     one = scenario.schedule(random.Random(0), 100.0).faults
     if len(one) != 1:
@@ -52,7 +52,8 @@ def repeated(scenario: Scenario, runs: int, gap_s: float) -> Scenario:
     def schedule(rng: random.Random, duration_s: float) -> Schedule:
         return Schedule([Fault(FIRST_S + k * gap_s, length, nemesis_from_spec(spec)) for k in range(runs)])
 
-    return dataclasses.replace(scenario, name=f"recovery_{scenario.name}", schedule=schedule, min_duration_s=0)
+    return dataclasses.replace(scenario, name=f"recovery_{scenario.name}", schedule=schedule, min_duration_s=0,
+                               job_options={**scenario.job_options, **(job_options or {})})
 
 
 def distribution(values: list[float]) -> dict[str, float]:
@@ -61,22 +62,24 @@ def distribution(values: list[float]) -> dict[str, float]:
             "p90": s[min(len(s) - 1, round(0.9 * (len(s) - 1)))], "max": s[-1]}
 
 
-def measure(name: str, runs: int, rate: float, seed: int) -> dict[str, Any]:
+def measure(name: str, runs: int, rate: float, seed: int, job_options: dict[str, str]) -> dict[str, Any]:
     scenario = next((s for s in SCENARIOS if s.name == name), None)
     if scenario is None:
         raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(TARGETS_S)}")
     gap = GAP_S.get(name, 30.0)
-    bench = repeated(scenario, runs, gap)
+    bench = repeated(scenario, runs, gap, job_options)
     duration = FIRST_S + runs * gap
     with Stack.up(scenario.stack_config(load_config()), label=f"recovery-{name}") as stack:
         log(f"{name}: {runs} faults, {gap:.0f} s apart, {rate:.0f} changes/s for {duration:.0f} s (seed {seed})")
         outcome = run_scenario(bench, stack, seed, duration_s=duration, rate=rate,
                                replay=f"python -m benchmarks.bench_recovery --faults {name} --runs {runs} "
-                                      f"--rate {rate:g} --seed {seed}")
+                                      f"--rate {rate:g} --seed {seed}"
+                                      + "".join(f" --job-option {k}={v}" for k, v in job_options.items()))
     figures = outcome.result.stats.recovery
     back = [f.consumption_back_after_s for f in figures]
     measured = [b for b in back if b is not None]
-    return {"fault": name, "target_s": TARGETS_S.get(name), "verdict": outcome.result.verdict.verdict,
+    return {"fault": name, "target_s": TARGETS_S.get(name), "job_options": job_options,
+            "verdict": outcome.result.verdict.verdict,
             "summary": outcome.result.summary.splitlines()[0], "report": str(outcome.report["html"]),
             "pre_fault_rate_per_s": figures[0].consumption_baseline_per_s if figures else None,
             "recovery_s": back, "dipped": [f.consumption_dipped for f in figures],
@@ -93,11 +96,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--faults", default=",".join(TARGETS_S), help="catalogue scenarios whose fault is measured")
     ap.add_argument("--rate", type=float, default=500, help="workload changes per second (default 500)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--job-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Flink setting for the job under test (a tuning to measure), e.g. "
+                         "restart-strategy.exponential-delay.initial-backoff=500ms")
     ap.add_argument("--json", action="store_true", help="also print every figure as JSON")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     log(f"seed {seed} (replay with --seed {seed})")
-    results = [measure(name.strip(), args.runs, args.rate, seed) for name in args.faults.split(",") if name.strip()]
+    options = dict(o.split("=", 1) for o in args.job_option if "=" in o)
+    results = [measure(name.strip(), args.runs, args.rate, seed, options)
+               for name in args.faults.split(",") if name.strip()]
     print_report(results)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -115,6 +123,8 @@ def print_report(results: list[dict[str, Any]]) -> None:
         met = r["never_back"] == 0 and target is not None and d["max"] <= target
         print(f"{r['fault']:<24} {d['n']:>3} {d['min']:>6} {d['median']:>7} {d['p90']:>6} {d['max']:>6} "
               f"{target if target is not None else '-':>7}  {'yes' if met else 'NO ':<4} {r['verdict']}")
+        if r["job_options"]:
+            print(f"    job options: {r['job_options']}")
         print(f"    each: {r['recovery_s']} (pre-fault rate {r['pre_fault_rate_per_s']}/s; never back: "
               f"{r['never_back']}); report {r['report']}")
         print(f"    where it went: job seen restarting after {r['job_restarting_after_s']}; every task RUNNING "
