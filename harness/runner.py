@@ -56,33 +56,48 @@ class LagSample:
     end: int
 
 
-class LagMonitor:
-    """Samples the job's consumer lag (topic end - offsets committed on checkpoint) while a run goes on."""
+class Sampler:
+    """A background thread that calls :meth:`sample` every ``interval_s`` from :meth:`start` to :meth:`stop`;
+    sample times are seconds since the run's ``t0``."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str, interval_s: float = 0.5) -> None:
-        self.bootstrap, self.group, self.topic, self.interval_s = bootstrap, group, topic, interval_s
-        self.samples: list[LagSample] = []
+    def __init__(self, interval_s: float, name: str) -> None:
+        self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="lag-monitor")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
 
     def start(self, t0: float) -> None:
         self.t0 = t0
         self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                ends = kafka_client.end_offsets(self.bootstrap, self.topic, timeout=2)
-                done = kafka_client.committed_offsets(self.bootstrap, self.group, self.topic, timeout=2)
-            except Exception:  # noqa: BLE001 - the broker may be down during a fault; that is a gap, not an error
-                continue
-            lag = sum(max(0, e - max(0, done.get(p, -1))) for p, e in ends.items())
-            self.samples.append(LagSample(time.monotonic() - self.t0, lag, sum(ends.values())))
-
     def stop(self) -> None:
         self._stop.set()
         if self._thread.ident is not None:   # started
             self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample(time.monotonic() - self.t0)
+
+    def sample(self, t: float) -> None:
+        raise NotImplementedError
+
+
+class LagMonitor(Sampler):
+    """Samples the job's consumer lag (topic end - offsets committed on checkpoint) while a run goes on."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, interval_s: float = 0.5) -> None:
+        super().__init__(interval_s, "lag-monitor")
+        self.bootstrap, self.group, self.topic = bootstrap, group, topic
+        self.samples: list[LagSample] = []
+
+    def sample(self, t: float) -> None:
+        try:
+            ends = kafka_client.end_offsets(self.bootstrap, self.topic, timeout=2)
+            done = kafka_client.committed_offsets(self.bootstrap, self.group, self.topic, timeout=2)
+        except Exception:  # noqa: BLE001 - the broker may be down during a fault; that is a gap, not an error
+            return
+        lag = sum(max(0, e - max(0, done.get(p, -1))) for p, e in ends.items())
+        self.samples.append(LagSample(t, lag, sum(ends.values())))
 
     def baseline(self, until: float, warmup_s: float = 2.0) -> int | None:
         """The highest lag sampled in steady state before ``until`` (the first fault): with offsets committed
@@ -107,7 +122,7 @@ class ConsumptionSample:
     all_running: bool | None = None   # every task of the job RUNNING (None: no answer)
 
 
-class ConsumptionMonitor:
+class ConsumptionMonitor(Sampler):
     """Samples how many records the job's change reader (the Kafka source of ``source_table``) has consumed:
     Flink's own ``records-consumed-total`` of its Kafka consumers, summed over subtasks, from the REST API.
 
@@ -121,32 +136,21 @@ class ConsumptionMonitor:
 
     def __init__(self, pipeline: Pipeline, job_id: Callable[[], str | None], source_table: str = "cdc_typed",
                  interval_s: float = 0.5) -> None:
-        self.pipeline, self.job_id, self.source_table, self.interval_s = pipeline, job_id, source_table, interval_s
+        super().__init__(interval_s, "consumption-monitor")
+        self.pipeline, self.job_id, self.source_table = pipeline, job_id, source_table
         self.samples: list[ConsumptionSample] = []
         self._ids: dict[str, tuple[str, list[str]]] = {}   # job id -> (vertex id, metric ids)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="consumption-monitor")
 
-    def start(self, t0: float) -> None:
-        self.t0 = t0
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.ident is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            job_id = self.job_id()
-            consumed, running = None, None
-            try:
-                if job_id:
-                    running = self.all_running(job_id)
-                    consumed = self.read(job_id)
-            except Exception:  # noqa: BLE001 - the JobManager may be down or the job restarting: a gap
-                pass
-            self.samples.append(ConsumptionSample(round(time.monotonic() - self.t0, 2), consumed, job_id, running))
+    def sample(self, t: float) -> None:
+        job_id = self.job_id()
+        consumed, running = None, None
+        try:
+            if job_id:
+                running = self.all_running(job_id)
+                consumed = self.read(job_id)
+        except Exception:  # noqa: BLE001 - the JobManager may be down or the job restarting: a gap
+            pass
+        self.samples.append(ConsumptionSample(round(t, 2), consumed, job_id, running))
 
     def all_running(self, job_id: str) -> bool:
         job = self.pipeline._get(f"/jobs/{job_id}", timeout=2)
