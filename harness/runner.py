@@ -8,6 +8,7 @@ and order ids are disjoint per run.  Nothing of an earlier run is in this run's 
 
 from __future__ import annotations
 
+import abc
 import json
 import random
 import threading
@@ -56,7 +57,7 @@ class LagSample:
     end: int
 
 
-class Sampler:
+class Sampler(abc.ABC):
     """A background thread that calls :meth:`sample` every ``interval_s`` from :meth:`start` to :meth:`stop`;
     sample times are seconds since the run's ``t0``."""
 
@@ -78,8 +79,9 @@ class Sampler:
         while not self._stop.wait(self.interval_s):
             self.sample(time.monotonic() - self.t0)
 
+    @abc.abstractmethod
     def sample(self, t: float) -> None:
-        raise NotImplementedError
+        """Take one sample at ``t`` seconds since t0 (a failed read is a gap, not an error)."""
 
 
 class LagMonitor(Sampler):
