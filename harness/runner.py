@@ -125,8 +125,10 @@ class ConsumptionSample:
 
 
 class ConsumptionMonitor(Sampler):
-    """Samples how many records the job's change reader (the Kafka source of ``source_table``) has consumed:
-    Flink's own ``records-consumed-total`` of its Kafka consumers, summed over subtasks, from the REST API.
+    """Samples how many records the job's Kafka readers have consumed: Flink's own ``records-consumed-total``
+    of its Kafka consumers, summed over every vertex that reports it and over subtasks, from the REST API.  No
+    operator of the job is named: a job that reads the topic more than once counts each reading, and the
+    figures are ratios to the pre-fault rate, which counts them the same way.
 
     Unlike the consumer lag (offsets are committed once per checkpoint), this moves with every record the job
     reads, so it shows when a job that lost a TaskManager or a broker reads at its pre-fault rate again.  The
@@ -136,12 +138,11 @@ class ConsumptionMonitor(Sampler):
 
     METRIC = "records-consumed-total"
 
-    def __init__(self, pipeline: Pipeline, job_id: Callable[[], str | None], source_table: str = "cdc_typed",
-                 interval_s: float = 0.5) -> None:
+    def __init__(self, pipeline: Pipeline, job_id: Callable[[], str | None], interval_s: float = 0.5) -> None:
         super().__init__(interval_s, "consumption-monitor")
-        self.pipeline, self.job_id, self.source_table = pipeline, job_id, source_table
+        self.pipeline, self.job_id = pipeline, job_id
         self.samples: list[ConsumptionSample] = []
-        self._ids: dict[str, tuple[str, list[str]]] = {}   # job id -> (vertex id, metric ids)
+        self._ids: dict[str, list[tuple[str, list[str]]]] = {}   # job id -> [(vertex id, metric ids)]
 
     def sample(self, t: float) -> None:
         job_id = self.job_id()
@@ -160,23 +161,22 @@ class ConsumptionMonitor(Sampler):
             v.get("tasks", {}).get("RUNNING", 0) == v.get("parallelism", -1) for v in job.get("vertices", []))
 
     def read(self, job_id: str) -> int | None:
-        """The records consumed now, summed over the reader's subtasks; None while no subtask reports it."""
-        vertex, ids = self._ids.get(job_id, ("", []))
-        if not ids:
+        """The records consumed now, summed over the job's readers and their subtasks; None while none reports."""
+        readers = self._ids.get(job_id)
+        if not readers:
             job = self.pipeline._get(f"/jobs/{job_id}", timeout=2)
+            readers = []
             for v in job.get("vertices", []):
-                if self.source_table in v.get("name", ""):
-                    names = self.pipeline._get(f"/jobs/{job_id}/vertices/{v['id']}/subtasks/metrics", timeout=2)
-                    ids = [m["id"] for m in names if m["id"].endswith(self.METRIC)]
-                    vertex = v["id"]
-                    break
-            if not ids:
+                names = self.pipeline._get(f"/jobs/{job_id}/vertices/{v['id']}/subtasks/metrics", timeout=2)
+                ids = [m["id"] for m in names if m["id"].endswith(self.METRIC)]
+                if ids:
+                    readers.append((v["id"], ids))
+            if not readers:
                 return None   # not running yet: Flink lists a subtask's metrics once it has reported them
-            self._ids[job_id] = (vertex, ids)
-        values = self.pipeline._get(f"/jobs/{job_id}/vertices/{vertex}/subtasks/metrics?get={','.join(ids)}"
-                                    "&agg=sum", timeout=2)
-        total = sum(float(m.get("sum", 0)) for m in values)
-        return int(total) if values else None
+            self._ids[job_id] = readers
+        values = [m for vertex, ids in readers for m in self.pipeline._get(
+            f"/jobs/{job_id}/vertices/{vertex}/subtasks/metrics?get={','.join(ids)}&agg=sum", timeout=2)]
+        return int(sum(float(m.get("sum", 0)) for m in values)) if values else None
 
     def rates(self, window_s: float = 1.0) -> list[tuple[float, float]]:
         """(sample time since t0, records per second since the last sample at least ``window_s`` earlier),
