@@ -7,7 +7,8 @@ range UPDATEs and DELETEs), published by Debezium, processed by a fresh job into
 job has committed offsets at the topic's end (the pipeline's time, not measured), the whole judgement runs as
 every scenario runs it (``harness.runner.judge``) and each step is timed:
 
-- truth: the binlog read with the server's own tool and parsed, the final table read (``truth.collect``);
+- truth+topic: the binlog decoded (the compiled reader) and the final table read (``truth.collect``), while
+  the topic is read and parsed beside it;
 - quiescence: every committed change found in the topic, offsets, the job's clock, two closing checkpoints;
 - topic: the topic evidence read and parsed (``harness.topic``);
 - lake: every committed Parquet file listed and read;
@@ -80,10 +81,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             total = time.monotonic() - t0
         finally:
             job.cancel()
-    truth_s = stats.get("truth_s", 0.0)
+    # truth is collected while the topic is read beside it: the phase's wall time counts once
+    truth_s = stats.get("truth_wall_s", stats.get("truth_s", 0.0))
     quiesce_s = stats.get("quiesced_s", 0.0)
-    steps = {"truth": truth_s, "quiescence": quiesce_s, "topic": stats.get("topic_s"), "lake": stats.get("lake_s"),
-             "check": stats.get("check_s")}
+    steps = {"truth+topic": truth_s, "quiescence": quiesce_s, "topic": stats.get("topic_s"),
+             "lake": stats.get("lake_s"), "check": stats.get("check_s")}
     result.update(verdict=verdict.summary(), clean=verdict.clean, judge_s=round(total, 1), steps_s=steps,
                   quiescence=stats, lake=lake.summary(),
                   peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     verdict_word = "met" if harness_s <= TARGET_S else "NOT met"
     print(f"  {'total':<11} {round(harness_s, 1):>7} s   (judge wall {result['judge_s']} s; "
           f"target <= {TARGET_S:.0f} s: {verdict_word})")
+    beside = {k: stats[k] for k in ("truth_s", "topic_beside_truth_s") if k in stats}
+    print(f"  truth+topic: {beside} (truth collected while the topic is read beside it)")
     q = {k: stats[k] for k in ("published_s", "consumed_s", "clock_passed_s") if k in stats}
     print(f"  quiescence steps: {q} (published: every change found in the topic, read and parsed once)")
     print(f"  peak RSS    {result['peak_rss_mib']} MiB (before judging {result['rss_before_judge_mib']} MiB)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,32 +114,45 @@ def lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return {p: max(0, ends[p] - max(0, done.get(p, -1))) for p in ends}
 
 
-def read_range(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int],
-               timeout: float = 60) -> list[Record]:
-    """Every record from ``start`` (inclusive) to ``end`` (exclusive) per partition."""
+def iter_range(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int],
+               timeout: float = 60) -> Iterator[list[Any]]:
+    """Batches of the raw messages (``confluent_kafka.Message``) from ``start`` (inclusive) to ``end``
+    (exclusive) per partition, each message once; for readers of millions of records (no object per record
+    beyond the client's own)."""
     want = {p: end[p] for p in end if end[p] > start.get(p, 0)}
-    out: list[Record] = []
     if not want:
-        return out
+        return
     c = _consumer(bootstrap)
     try:
         c.assign([TopicPartition(topic, p, start.get(p, 0)) for p in want])
         remaining = dict(want)
         deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
-            for msg in c.consume(1000, timeout=0.5):
+            batch = []
+            for msg in c.consume(10_000, timeout=0.5):
                 if msg.error():
                     continue
                 p, o = msg.partition(), msg.offset()
-                if p in remaining and o < remaining[p]:
-                    out.append(Record(p, o, msg.key(), msg.value(), msg.timestamp()[1]))
-                if p in remaining and o >= remaining[p] - 1:
+                stop = remaining.get(p)
+                if stop is None:
+                    continue
+                if o < stop:
+                    batch.append(msg)
+                if o >= stop - 1:
                     del remaining[p]
+            if batch:
+                yield batch
         if remaining:
             raise TimeoutError(f"could not read {topic} up to {want} within {timeout:.0f}s; stuck at {remaining}")
     finally:
         c.close()
-    return out
+
+
+def read_range(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int],
+               timeout: float = 60) -> list[Record]:
+    """Every record from ``start`` (inclusive) to ``end`` (exclusive) per partition."""
+    return [Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
+            for batch in iter_range(bootstrap, topic, start, end, timeout) for m in batch]
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]],

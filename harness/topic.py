@@ -74,8 +74,12 @@ def envelope(value: bytes | None) -> dict[str, Any] | None:
     return env if isinstance(env, dict) and isinstance(env.get("source"), dict) else None
 
 
-def parse_envelope(value: bytes) -> dict[str, Any] | None:
-    """The evidence fields of one Debezium envelope, or None if it is not one."""
+#: the columns :func:`envelope_fields` gives, in order (TOPIC_SCHEMA after the three kafka_* columns)
+FIELDS = TOPIC_SCHEMA.names[3:]
+
+
+def envelope_fields(value: bytes) -> tuple[Any, ...] | None:
+    """The evidence fields of one Debezium envelope (:data:`FIELDS`, in order), or None if it is not one."""
     env = envelope(value)
     if env is None:
         return None
@@ -83,23 +87,25 @@ def parse_envelope(value: bytes) -> dict[str, Any] | None:
     if op not in ("c", "u", "d", "r") or not isinstance(src, dict):
         return None
     try:
-        table = src.get("table")
-        out: dict[str, Any] = {
-            "src_table": None if table is None else str(table), "op": op,
-            "src_file": None if src.get("file") is None else str(src["file"]),
-            "src_pos": _int(src.get("pos")), "src_row": _int(src.get("row")) or 0,
-            "src_ts_ms": _int(src.get("ts_ms")), "order_id": None, "event_time_ms": None,
-            "src_snapshot": None if src.get("snapshot") is None else str(src["snapshot"]).lower(),
-        }
+        table, file, snapshot = src.get("table"), src.get("file"), src.get("snapshot")
+        order_id = event_time = None
         if table == ORDERS_TABLE:
             image = env.get("before") if op == "d" else env.get("after")
             if not isinstance(image, dict):
                 return None
-            out["order_id"] = _int(image.get("order_id"))
-            out["event_time_ms"] = out["src_ts_ms"] if op == "d" else _epoch_ms(image.get("event_time"))
+            order_id = _int(image.get("order_id"))
+            event_time = _int(src.get("ts_ms")) if op == "d" else _epoch_ms(image.get("event_time"))
+        return (None if table is None else str(table), op, None if file is None else str(file),
+                _int(src.get("pos")), _int(src.get("row")) or 0, _int(src.get("ts_ms")), order_id, event_time,
+                None if snapshot is None else str(snapshot).lower())
     except (ValueError, TypeError, OverflowError):
         return None
-    return out
+
+
+def parse_envelope(value: bytes) -> dict[str, Any] | None:
+    """The evidence fields of one Debezium envelope by name, or None if it is not one."""
+    fields = envelope_fields(value)
+    return None if fields is None else dict(zip(FIELDS, fields, strict=True))
 
 
 class TopicEvidence:
@@ -109,24 +115,53 @@ class TopicEvidence:
         self.cols: dict[str, list[Any]] = {name: [] for name in TOPIC_SCHEMA.names}
         self.tombstones = self.unparsable = 0
 
-    def add(self, records: Iterable[kafka_client.Record]) -> list[dict[str, Any]]:
-        """Parse and keep ``records``; returns their evidence rows (the envelopes among them)."""
-        cols, rows = self.cols, []
-        for rec in records:
-            if rec.value is None:
+    def __len__(self) -> int:
+        return len(self.cols["kafka_offset"])
+
+    def _keep(self, items: Iterable[tuple[int, int, int, bytes | None]]) -> None:
+        """(partition, offset, timestamp, value) each: parsed once, appended to the columns."""
+        appends = [self.cols[name].append for name in TOPIC_SCHEMA.names]
+        kafka, fields = appends[:3], appends[3:]
+        for partition, offset, ts, value in items:
+            if value is None:
                 self.tombstones += 1
                 continue
-            row = parse_envelope(rec.value)
+            row = envelope_fields(value)
             if row is None:
                 self.unparsable += 1
                 continue
-            cols["kafka_partition"].append(rec.partition)
-            cols["kafka_offset"].append(rec.offset)
-            cols["kafka_ts_ms"].append(rec.timestamp_ms)
-            for name, v in row.items():
-                cols[name].append(v)
-            rows.append(row)
-        return rows
+            kafka[0](partition)
+            kafka[1](offset)
+            kafka[2](ts)
+            for append, v in zip(fields, row, strict=True):
+                append(v)
+
+    def add(self, records: Iterable[kafka_client.Record]) -> list[dict[str, Any]]:
+        """Parse and keep ``records``; returns their evidence rows (the envelopes among them)."""
+        first = len(self)
+        self._keep((r.partition, r.offset, r.timestamp_ms, r.value) for r in records)
+        return self.rows(first, len(self))
+
+    def add_messages(self, messages: Iterable[Any]) -> None:
+        """Parse and keep raw client messages (:func:`kafka_client.iter_range`)."""
+        self._keep((m.partition(), m.offset(), m.timestamp()[1], m.value()) for m in messages)
+
+    def rows(self, first: int, last: int) -> list[dict[str, Any]]:
+        """Evidence rows ``first`` to ``last`` (exclusive) by name (FIELDS)."""
+        cols = [self.cols[name][first:last] for name in FIELDS]
+        return [dict(zip(FIELDS, values, strict=True)) for values in zip(*cols, strict=True)]
+
+    def table_slice(self, first: int, last: int, names: Iterable[str]) -> pa.Table:
+        """Rows ``first`` to ``last`` (exclusive) of the named columns, as Arrow."""
+        names = list(names)
+        return pa.Table.from_pydict({n: self.cols[n][first:last] for n in names},
+                                    schema=pa.schema([TOPIC_SCHEMA.field(n) for n in names]))
+
+    def truncate(self, length: int, skipped: tuple[int, int]) -> None:
+        """Back to its first ``length`` rows and the skip counts it had then."""
+        for col in self.cols.values():
+            del col[length:]
+        self.tombstones, self.unparsable = skipped
 
     def table(self) -> pa.Table:
         table = pa.Table.from_pydict(self.cols, schema=TOPIC_SCHEMA)
@@ -144,12 +179,19 @@ class TopicReader:
         self.position: dict[int, int] = dict(start_offsets or {})
         self.evidence = TopicEvidence()
 
-    def read(self, ends: dict[int, int] | None = None, timeout: float = 120) -> list[dict[str, Any]]:
-        """Every record from where the last read stopped to ``ends`` (None: the log end now); their rows."""
+    def read(self, ends: dict[int, int] | None = None, timeout: float = 120) -> tuple[int, int]:
+        """Every record from where the last read stopped to ``ends`` (None: the log end now); the range of
+        evidence rows they made (``evidence.rows(*range)``)."""
         ends = ends if ends is not None else kafka_client.end_offsets(self.bootstrap, self.topic)
-        records = kafka_client.read_range(self.bootstrap, self.topic, self.position, ends, timeout=timeout)
+        first, skipped = len(self.evidence), (self.evidence.tombstones, self.evidence.unparsable)
+        try:
+            for batch in kafka_client.iter_range(self.bootstrap, self.topic, self.position, ends, timeout=timeout):
+                self.evidence.add_messages(batch)
+        except BaseException:
+            self.evidence.truncate(first, skipped)   # a failed read keeps nothing: the next one reads it again
+            raise
         self.position = {p: max(self.position.get(p, 0), e) for p, e in ends.items()}
-        return self.evidence.add(records)
+        return first, len(self.evidence)
 
     def table(self) -> pa.Table:
         return self.evidence.table()

@@ -1,9 +1,10 @@
 """Ground truth from the database itself, read from its own binlog, independently of Debezium.
 
-Every committed row change of ``<db>.orders`` and ``<db>.customers`` is read from the binlog with the
-server's own tool (``mariadb-binlog`` / ``mysqlbinlog --read-from-remote-server``, a replication client),
-decoded with ``--verbose --print-table-metadata`` so that column **names** come from the binlog's
-Table_map metadata (the server runs with ``binlog_row_metadata=FULL``).  A change is identified by its
+Every committed row change of ``<db>.orders`` and ``<db>.customers`` is read from the binlog: a file on local
+disk by the compiled reader (``harness/binlog_reader``, :func:`parse_binlog_file`), any other with the server's
+own tool (``mariadb-binlog`` / ``mysqlbinlog --read-from-remote-server``, a replication client), decoded with
+``--verbose --print-table-metadata``.  Either way column **names** come from the binlog's Table_map metadata
+(the server runs with ``binlog_row_metadata=FULL``), and both follow the rules below.  A change is identified by its
 binlog coordinates -- ``(src_file, src_pos, src_row)``: the rows event's position and the row's index in
 it, exactly what Debezium reports as ``source.file/pos/row`` -- never by application columns.
 
@@ -35,19 +36,25 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
+from pyarrow import csv as pa_csv
 
 if TYPE_CHECKING:
     from harness.workload import History
@@ -120,8 +127,8 @@ class GroundTruth:
 
 @dataclass
 class ParsedBinlog:
-    orders: list[dict[str, Any]]         # ORDERS_TRUTH_SCHEMA rows, all committed changes, seq order
-    customers: list[dict[str, Any]]      # CUSTOMERS_TRUTH_SCHEMA rows
+    orders: pa.Table                     # ORDERS_TRUTH_SCHEMA, all committed changes, seq order
+    customers: pa.Table                  # CUSTOMERS_TRUTH_SCHEMA
     txn_markers: dict[int, str | None]   # committed workload_txns inserts: txn_id -> gtid
     events: int                          # event headers read
     files: list[str]                     # binlog files, in reading order
@@ -812,7 +819,8 @@ def parse_binlog_lines(lines: Iterable[str], database: str) -> ParsedBinlog:
         close_row()
     if group:
         drop_group()   # the open tail of the log: not committed (yet)
-    return ParsedBinlog(orders, customers, markers, events, files, first, end, dropped)
+    return ParsedBinlog(_table(orders, ORDERS_TRUTH_SCHEMA), _table(customers, CUSTOMERS_TRUTH_SCHEMA), markers,
+                        events, files, first, end, dropped)
 
 
 # --- a cache of complete files ---------------------------------------------------------------------------
@@ -840,20 +848,106 @@ def _complete_file_key(file: str, archived: str | None, archive_dir: str | None)
 
 def parse_sources(host: str, port: int, user: str, password: str, is_mariadb: bool,
                   sources: list[tuple[str, str | None]], database: str,
-                  archive_dir: str | None = None) -> ParsedBinlog:
-    """:func:`parse_binlog_lines` over every file of ``sources``, each complete file (all but the last)
-    parsed once per archived copy and reused: the same result as parsing the whole stream at once."""
+                  archive_dir: str | None = None, binlog_dir: str | None = None) -> ParsedBinlog:
+    """Every file of ``sources`` parsed, each complete file (all but the last) once per archived copy and
+    reused: the same result as parsing the whole stream at once.  A file on local disk (archived, or in the
+    server's own ``binlog_dir``) is read by the compiled reader (:func:`parse_binlog_file`), any other with
+    the server's tool over the network (:func:`parse_binlog_lines`); ``CDC_CHAOS_BINLOG_READER=text``
+    reads every file with the tool."""
+    native = os.environ.get(READER_ENV, "native") != "text"
     pieces = []
     for i, source in enumerate(sources):
         key = _complete_file_key(*source, archive_dir) if i < len(sources) - 1 else None
         piece = _COMPLETE_FILES.get(key) if key is not None else None
         if piece is None:
-            piece = parse_binlog_lines(stream_binlog(host, port, user, password, is_mariadb, sources=[source]),
-                                       database)
+            path = _local_copy(*source, binlog_dir) if native else None
+            piece = parse_binlog_file(path, source[0], database) if path else parse_binlog_lines(
+                stream_binlog(host, port, user, password, is_mariadb, sources=[source]), database)
             if key is not None and not piece.uncommitted_rows_dropped:   # a complete file has no open group
                 _COMPLETE_FILES[key] = piece
         pieces.append(piece)
     return merge_parsed(pieces)
+
+
+# --- the compiled reader ---------------------------------------------------------------------------------
+#
+# ``harness/binlog_reader`` reads a binlog file's binary events itself, with the same rules as the text reader
+# above (tests/test_truth.py holds the two equal over a varied log), so judging a million changes does not wait
+# on 25 M lines of text.  It needs the file on local disk: the server's own binlog directory (a local stack)
+# or the archive's copy; a remote server's files are read as text through its tool.
+
+#: ``text``: read every file with the server's tool, even where the compiled reader could read it
+READER_ENV = "CDC_CHAOS_BINLOG_READER"
+
+
+def _local_copy(file: str, archived: str | None, binlog_dir: str | None) -> str | None:
+    """A path on local disk holding ``file`` whole as the server writes it, or None."""
+    if archived:
+        return archived
+    if binlog_dir:
+        path = os.path.join(binlog_dir, file)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _reader_spec(database: str) -> str:
+    def columns(names: tuple[str, ...]) -> list[list[str]]:
+        return [[n, _SOURCE_NAME.get(n, n)] for n in names]
+    return json.dumps({"database": database, "tables": [
+        {"table": "orders", "kind": "orders", "columns": columns(ORDER_COLUMNS), "key": "order_id",
+         "server_id": True},
+        {"table": "customers", "kind": "customers", "columns": columns(CUSTOMER_COLUMNS), "key": "customer_id",
+         "delete_key_only": True},
+        {"table": MARKER_TABLE, "kind": "markers", "columns": [["txn_id", "txn_id"]], "key": "txn_id"}]})
+
+
+@functools.lru_cache(maxsize=1)
+def reader_binary() -> str:
+    """The compiled reader (built by ``./run setup``; built here on first use otherwise)."""
+    from harness.config import load_config
+    from harness.install.binlog_reader import ensure_binlog_reader
+
+    return str(ensure_binlog_reader(load_config().versions.go_toolchain))
+
+
+_CSV_READ = pa_csv.ReadOptions(block_size=1 << 24)
+_CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
+
+
+def _read_csv(path: str, schema: pa.Schema) -> pa.Table:
+    """A CSV of the compiled reader as ``schema`` (strings quoted, NULL an empty field)."""
+    convert = pa_csv.ConvertOptions(column_types={f.name: f.type for f in schema}, null_values=[""],
+                                    strings_can_be_null=True, quoted_strings_can_be_null=False)
+    return pa_csv.read_csv(path, _CSV_READ, _CSV_PARSE, convert).select(schema.names)
+
+
+def parse_binlog_file(path: str, file: str, database: str) -> ParsedBinlog:
+    """One binlog file on local disk read by the compiled reader: what :func:`parse_binlog_lines` makes of
+    the tool's text of that file."""
+    with tempfile.TemporaryDirectory(prefix="cdc-chaos-binlog-") as out:
+        argv = [reader_binary(), "--spec", _reader_spec(database), "--file", file, "--out", out, path]
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if done.returncode != 0:
+            message = done.stderr.decode("utf-8", "replace").strip()[-2000:]
+            raise BinlogParseError(message.removeprefix("cdc-chaos-binlog: ") or
+                                   f"the binlog reader stopped ({done.returncode}) on {path}")
+        with open(os.path.join(out, "summary.json"), "rb") as fh:
+            summary = orjson.loads(fh.read())
+        orders = _read_csv(os.path.join(out, "orders.csv"), ORDERS_TRUTH_SCHEMA)
+        customers = _read_csv(os.path.join(out, "customers.csv"), CUSTOMERS_TRUTH_SCHEMA)
+    first, last = summary["first"], summary["end"]
+    return ParsedBinlog(orders, customers, {int(t): g for t, g in summary["markers"]}, summary["events"],
+                        summary["files"], tuple(first) if first else None, tuple(last) if last else None,
+                        summary["dropped"])
+
+
+def _shift_seq(table: pa.Table, offset: int) -> pa.Table:
+    if not offset:
+        return table
+    i = table.schema.get_field_index("seq")
+    return table.set_column(i, table.schema.field(i), pc.add(table.column(i), pa.scalar(offset, pa.int64())))
 
 
 def merge_parsed(pieces: list[ParsedBinlog]) -> ParsedBinlog:
@@ -861,24 +955,25 @@ def merge_parsed(pieces: list[ParsedBinlog]) -> ParsedBinlog:
     files before; the pieces themselves are left as they are (cached ones are shared)."""
     if len(pieces) == 1:
         return pieces[0]
-    orders: list[dict[str, Any]] = []
-    customers: list[dict[str, Any]] = []
+    orders: list[pa.Table] = []
+    customers: list[pa.Table] = []
     markers: dict[int, str | None] = {}
     files: list[str] = []
     offset = events = dropped = 0
     first: tuple[str, int] | None = None
     end: tuple[str, int] | None = None
     for p in pieces:
-        orders += [{**r, "seq": r["seq"] + offset} for r in p.orders]
-        customers += [{**r, "seq": r["seq"] + offset} for r in p.customers]
-        offset += len(p.orders) + len(p.customers)
+        orders.append(_shift_seq(p.orders, offset))
+        customers.append(_shift_seq(p.customers, offset))
+        offset += p.orders.num_rows + p.customers.num_rows
         markers.update(p.txn_markers)
         files += [f for f in p.files if f not in files]
         events += p.events
         dropped += p.uncommitted_rows_dropped
         first = first or p.first
         end = p.end or end
-    return ParsedBinlog(orders, customers, markers, events, files, first, end, dropped)
+    return ParsedBinlog(pa.concat_tables(orders), pa.concat_tables(customers), markers, events, files, first, end,
+                        dropped)
 
 
 # --- tables ----------------------------------------------------------------------------------------------
@@ -887,27 +982,42 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pydict({f.name: [r[f.name] for r in rows] for f in schema}, schema=schema)
 
 
-def _ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return (value.replace(tzinfo=dt.UTC) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(
-            milliseconds=1)
-    raise TypeError(f"expected a datetime, got {value!r}")
+def at_or_after(changes: pa.Table, start: tuple[str, int]) -> pa.Array:
+    """Which changes sit at or after binlog coordinates ``start`` (file number, then position)."""
+    first, pos = coordinate_key(*start)
+    files = changes.column("src_file")
+    keep = pa.array([False] * changes.num_rows, pa.bool_())
+    for f in pc.unique(files).to_pylist():
+        n = file_number(f)
+        if n < first:
+            continue
+        here = pc.equal(files, f)
+        keep = pc.or_(keep, here if n > first else pc.and_(here, pc.greater_equal(changes.column("src_pos"), pos)))
+    return keep
+
+
+def _state_field(name: str) -> str:
+    """One column of the final table as a CSV field, made by the server: epoch ms for DATETIME (any date, no
+    time zone), strings quoted RFC 4180 style, NULL an empty field."""
+    src = f"`{_SOURCE_NAME.get(name, name)}`"
+    if name.endswith("_ms"):
+        src = f"FLOOR(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', {src}) / 1000)"
+    elif STATE_SCHEMA.field(name).type == pa.string():
+        src = f"CONCAT('\"', REPLACE({src}, '\"', '\"\"'), '\"')"
+    return f"IFNULL({src}, '')"
 
 
 def read_final_state(conn: pymysql.connections.Connection, database: str) -> pa.Table:
-    """``<db>.orders`` now, as STATE_SCHEMA (DATETIME columns as epoch ms UTC)."""
-    cols = ", ".join(f"`{_SOURCE_NAME.get(c, c)}`" for c in ORDER_COLUMNS)
+    """``<db>.orders`` now, as STATE_SCHEMA (DATETIME columns as epoch ms UTC).  The server renders each row as
+    one CSV line and Arrow parses them: a client decoding every field of 350k rows in Python took 8 s."""
     with conn.cursor() as cur:
-        cur.execute(f"SELECT {cols} FROM `{database}`.`orders` ORDER BY order_id")
+        cur.execute(f"SELECT CONCAT_WS(',', {', '.join(_state_field(c) for c in ORDER_COLUMNS)}) "
+                    f"FROM `{database}`.`orders` ORDER BY order_id")
         rows = cur.fetchall()
-    data: dict[str, list[Any]] = {c: [] for c in ORDER_COLUMNS}
-    timed = {c for c in ORDER_COLUMNS if c.endswith("_ms")}
-    for r in rows:
-        for c, v in zip(ORDER_COLUMNS, r, strict=True):
-            data[c].append(_ms(v) if c in timed else v)
-    return pa.Table.from_pydict(data, schema=STATE_SCHEMA)
+    text = "\n".join([",".join(ORDER_COLUMNS), *(r[0] for r in rows), ""]).encode("utf-8")
+    convert = pa_csv.ConvertOptions(column_types={f.name: f.type for f in STATE_SCHEMA}, null_values=[""],
+                                    strings_can_be_null=True, quoted_strings_can_be_null=False)
+    return pa_csv.read_csv(io.BytesIO(text), _CSV_READ, _CSV_PARSE, convert).select(STATE_SCHEMA.names)
 
 
 def cross_check_history(committed_txns: dict[int, str | None], history: Any) -> dict[str, list[dict[str, Any]]]:
@@ -950,7 +1060,9 @@ def _snapshot_coordinates(cur: Any) -> tuple[str, int] | None:
 
 def collect(db_endpoints: dict[str, Any], history: History | None,
             start: tuple[str, int] | None = None) -> GroundTruth:
-    """Read the final table, then the whole readable binlog, of a running database (``Database.endpoints()``).
+    """Read the final table (in a consistent snapshot), and the whole readable binlog from after that
+    snapshot began, of a running database (``Database.endpoints()``).  The table is read while the binlog
+    is parsed: the server renders one and the compiled reader decodes the other, so they overlap.
 
     ``changes`` keeps the orders changes at or after ``start`` (binlog coordinates); ``customers`` and the
     workload markers are never filtered."""
@@ -958,32 +1070,36 @@ def collect(db_endpoints: dict[str, Any], history: History | None,
     user, password = db_endpoints["root_user"], db_endpoints["root_password"]
     database = db_endpoints["database"]
     is_mariadb = db_endpoints.get("kind", "mariadb") == "mariadb"
-    with pymysql.connect(host=host, port=port, user=user, password=password, database=database) as conn:
+    with pymysql.connect(host=host, port=port, user=user, password=password, database=database) as conn, \
+            ThreadPoolExecutor(1, thread_name_prefix="final-table") as pool:
         with conn.cursor() as cur:
             cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             snapshot = _snapshot_coordinates(cur)
-        final = read_final_state(conn, database)
+        reading = pool.submit(read_final_state, conn, database)
+        try:
+            sources = binlog_sources(host, port, user, password, db_endpoints.get("binlog_archive"))
+            parsed = parse_sources(host, port, user, password, is_mariadb, sources, database,
+                                   db_endpoints.get("binlog_archive"), db_endpoints.get("binlog_dir"))
+        except BaseException:
+            futures_wait([reading])   # the connection is the reader's until it is done; the parse's error counts
+            raise
+        final = reading.result()
         conn.rollback()
-    sources = binlog_sources(host, port, user, password, db_endpoints.get("binlog_archive"))
-    parsed = parse_sources(host, port, user, password, is_mariadb, sources, database,
-                           db_endpoints.get("binlog_archive"))
     orders = parsed.orders
     if start is not None:
-        key = coordinate_key(*start)
-        numbers = {f: file_number(f) for f in parsed.files}
-        orders = [r for r in orders if (numbers[r["src_file"]], r["src_pos"]) >= key]
+        orders = orders.filter(at_or_after(orders, start))
     anomalies = cross_check_history(parsed.txn_markers, history) if history is not None else {}
     facts: dict[str, Any] = {
         "files": parsed.files, "files_from_archive": [f for f, archived in sources if archived],
         "events": parsed.events, "first": parsed.first, "end": parsed.end,
         "start": tuple(start) if start is not None else None,
-        "orders_changes": len(parsed.orders), "orders_changes_from_start": len(orders),
-        "customers_changes": len(parsed.customers), "workload_markers": len(parsed.txn_markers),
+        "orders_changes": parsed.orders.num_rows, "orders_changes_from_start": orders.num_rows,
+        "customers_changes": parsed.customers.num_rows, "workload_markers": len(parsed.txn_markers),
         "uncommitted_rows_dropped": parsed.uncommitted_rows_dropped,
         "final_state_at": snapshot,
         # the final table is the state the changes fold to only if no orders change committed after it was read
         "final_state_consistent": None if snapshot is None else all(
-            coordinate_key(r["src_file"], r["src_pos"]) < coordinate_key(*snapshot) for r in parsed.orders[-1:]),
+            coordinate_key(r["src_file"], r["src_pos"]) < coordinate_key(*snapshot)
+            for r in parsed.orders.slice(max(0, parsed.orders.num_rows - 1)).to_pylist()),
     }
-    return GroundTruth(_table(orders, ORDERS_TRUTH_SCHEMA), _table(parsed.customers, CUSTOMERS_TRUTH_SCHEMA),
-                       final, dict(parsed.txn_markers), anomalies, facts)
+    return GroundTruth(orders, parsed.customers, final, dict(parsed.txn_markers), anomalies, facts)

@@ -309,7 +309,7 @@ def test_complete_files_are_parsed_once_and_read_the_same_as_the_whole_log(datab
         assert got.orders == whole.orders and got.customers == whole.customers
         assert (got.txn_markers, got.events, got.files, got.first, got.end, got.uncommitted_rows_dropped) == \
             (whole.txn_markers, whole.events, whole.files, whole.first, whole.end, whole.uncommitted_rows_dropped)
-    assert {r["order_id"] for r in whole.orders if r["op"] == "u"} >= {1201, 1202}
+    assert {r["order_id"] for r in whole.orders.to_pylist() if r["op"] == "u"} >= {1201, 1202}
 
 
 # --- the reader's checks (pure, on real text) ----------------------------------------------------------------
@@ -324,7 +324,7 @@ def text(database: Database) -> str:
 
 def test_broken_position_chain_raises(text: str) -> None:
     parsed = truth.parse_binlog_text(text, DB)
-    last = parsed.orders[-1]
+    last = parsed.orders.to_pylist()[-1]
     marker = f"# at {last['src_pos']}\n"
     assert marker in text
     broken = text.replace(marker, f"# at {last['src_pos'] + 1}\n")
@@ -348,13 +348,14 @@ def test_table_map_without_column_names_raises(text: str) -> None:
 
 def test_open_group_at_the_end_is_dropped(text: str) -> None:
     parsed = truth.parse_binlog_text(text, DB)
-    last = parsed.orders[-1]
+    orders = parsed.orders.to_pylist()
+    last = orders[-1]
     rows_at = text.index(f"\n# at {last['src_pos']}\n")
     xid = text.index("\tXid = ", rows_at)
     cut = text[:text.rindex("\n# at ", rows_at, xid)]   # the log ends before the last change's Xid
     partial = truth.parse_binlog_text(cut, DB)
-    group = [r for r in parsed.orders if r["gtid"] == last["gtid"]]
-    assert partial.orders == parsed.orders[:len(parsed.orders) - len(group)]
+    group = [r for r in orders if r["gtid"] == last["gtid"]]
+    assert partial.orders.to_pylist() == orders[:len(orders) - len(group)]
     assert partial.uncommitted_rows_dropped >= len(group) >= 1
 
 
@@ -429,7 +430,7 @@ def test_parsing_is_fast() -> None:
     t0 = time.perf_counter()
     parsed = truth.parse_binlog_text(text, DB)
     seconds = time.perf_counter() - t0
-    assert n > 0 and len(parsed.orders) == 20_000 and parsed.orders[-1]["seq"] == 19_999
+    assert n > 0 and parsed.orders.num_rows == 20_000 and parsed.orders.column("seq")[-1].as_py() == 19_999
     assert seconds < 25 * baseline + 0.5, f"20k updates took {seconds:.2f} s, looking at the lines {baseline:.2f} s"
 
 

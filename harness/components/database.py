@@ -197,6 +197,8 @@ class Database(Component):
             # truth reads a binlog file from here once the server has purged it (the archive may be kept by
             # another process of this stack: the `up` supervisor, when the CLI attaches)
             **({"binlog_archive": str(self.archive_dir)} if self.archive_dir.is_dir() else {}),
+            # the server's own binlog files, on this machine: truth reads them with its compiled reader
+            "binlog_dir": str(self.datadir),
         }
 
     def version(self) -> str:

@@ -14,11 +14,13 @@ def install_go_builds(config: StackConfig) -> None:
     """The Go builds alone (MinIO takes ~3 min of a cold set-up on 2 cores).  They need neither the Debian
     packages nor the venv, so ``./run setup`` starts them first, with the system's Python, and they run while
     apt and pip work; ``install_everything`` then finds them built (or waits on their lock)."""
+    from harness.install.binlog_reader import ensure_binlog_reader
     from harness.install.minio import ensure_minio
     from harness.install.toxiproxy import ensure_toxiproxy
 
     ensure_minio(config)
     ensure_toxiproxy(config)
+    ensure_binlog_reader(config.versions.go_toolchain)
 
 
 def install_everything(config: StackConfig) -> dict[str, float]:
@@ -28,6 +30,7 @@ def install_everything(config: StackConfig) -> dict[str, float]:
     the local Maven repository), the Go builds (MinIO, Toxiproxy) beside them, and the database's template
     data directory.  A failing lane does not stop the others; the first error is raised once all are done."""
     from harness.components.database import find_binary, template_datadir
+    from harness.install.binlog_reader import ensure_binlog_reader
     from harness.install.flink import ensure_flink
     from harness.install.kafka import ensure_debezium, ensure_kafka
     from harness.install.minio import ensure_minio
@@ -36,7 +39,8 @@ def install_everything(config: StackConfig) -> dict[str, float]:
     lanes: dict[str, dict[str, Callable[[], object]]] = {
         "maven": {"kafka": lambda: ensure_kafka(config), "debezium": lambda: ensure_debezium(config),
                   "flink": lambda: ensure_flink(config)},
-        "go": {"minio": lambda: ensure_minio(config), "toxiproxy": lambda: ensure_toxiproxy(config)},
+        "go": {"minio": lambda: ensure_minio(config), "toxiproxy": lambda: ensure_toxiproxy(config),
+               "binlog_reader": lambda: ensure_binlog_reader(config.versions.go_toolchain)},
         "database": {"database": lambda: (find_binary("mariadbd" if config.database.kind == "mariadb"
                                                       else "mysqld"), template_datadir(config.database.kind))},
     }

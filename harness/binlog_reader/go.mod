@@ -1,0 +1,3 @@
+module cdc-chaos/binlogreader
+
+go 1.22
