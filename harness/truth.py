@@ -986,7 +986,7 @@ def at_or_after(changes: pa.Table, start: tuple[str, int]) -> pa.Array:
     """Which changes sit at or after binlog coordinates ``start`` (file number, then position)."""
     first, pos = coordinate_key(*start)
     files = changes.column("src_file")
-    keep = pa.array([False] * changes.num_rows, pa.bool_())
+    keep = pa.repeat(False, changes.num_rows)
     for f in pc.unique(files).to_pylist():
         n = file_number(f)
         if n < first:
