@@ -16,7 +16,7 @@ import pytest
 
 from harness import truth
 from harness.components.database import Database
-from tests.test_truth import DB, insert_orders, order_values, sql
+from tests.test_truth import DB, fold, insert_orders, order_values, sql
 
 ODD = "tab\there, new\nline, quote ' and \\ backslash, é, ß, €, ™"  # the columns are latin1 (cp1252)
 
@@ -116,12 +116,7 @@ def test_truth_reads_local_files_with_the_compiled_reader_and_equals_the_text_re
     assert native.customers.equals(text.customers) and native.final_state.equals(text.final_state)
     assert native.committed_txns == text.committed_txns == {2: native.committed_txns[2]}
     # the final table, read as CSV the server renders, is the fold of the changes: odd strings and times too
-    state: dict[int, dict[str, Any]] = {}
-    for r in native.changes.to_pylist():
-        if r["op"] == "d":
-            state.pop(r["order_id"], None)
-        else:
-            state[r["order_id"]] = {c: r[c] for c in truth.ORDER_COLUMNS}
+    state = fold(native)
     assert sorted(state.values(), key=lambda r: r["order_id"]) == native.final_state.to_pylist()
     assert state[5]["product"] == ODD and state[5]["event_time_ms"] == -500
 

@@ -75,6 +75,17 @@ def last_gtid(conn: pymysql.connections.Connection) -> str:
     return str(row[0])
 
 
+def fold(gt: truth.GroundTruth) -> dict[int, dict[str, Any]]:
+    """The orders table the truth's changes fold to, by order id."""
+    state: dict[int, dict[str, Any]] = {}
+    for r in gt.changes.to_pylist():
+        if r["op"] == "d":
+            state.pop(r["order_id"], None)
+        else:
+            state[r["order_id"]] = {c: r[c] for c in truth.ORDER_COLUMNS}
+    return state
+
+
 def coords(rows: list[dict[str, Any]]) -> list[tuple[str, int, int, str]]:
     return [(r["src_file"], r["src_pos"], r["src_row"], r["op"]) for r in rows]
 
@@ -275,13 +286,7 @@ def test_every_change_sits_on_a_rows_event_across_binlog_files(database: Databas
     assert {r["src_file"] for r in late} == {gt.binlog["files"][-1]} != {gt.binlog["files"][0]}
     assert gt.changes.column("seq").to_pylist() == sorted(gt.changes.column("seq").to_pylist())
     # the final table as a change fold of the whole binlog
-    state: dict[int, dict[str, Any]] = {}
-    for r in gt.changes.to_pylist():
-        if r["op"] == "d":
-            state.pop(r["order_id"], None)
-        else:
-            state[r["order_id"]] = {c: r[c] for c in truth.ORDER_COLUMNS}
-    assert sorted(state.values(), key=lambda r: r["order_id"]) == gt.final_state.to_pylist()
+    assert sorted(fold(gt).values(), key=lambda r: r["order_id"]) == gt.final_state.to_pylist()
 
 
 def test_complete_files_are_parsed_once_and_read_the_same_as_the_whole_log(database: Database, conn: Any) -> None:
