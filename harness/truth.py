@@ -38,6 +38,7 @@ import datetime as dt
 import functools
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -58,6 +59,8 @@ from pyarrow import csv as pa_csv
 
 if TYPE_CHECKING:
     from harness.workload import History
+
+_LOG = logging.getLogger("cdc_chaos.truth")
 
 ORDER_COLUMNS = ("order_id", "customer_id", "product", "quantity", "unit_price", "status", "version",
                  "event_time_ms", "created_at_ms", "updated_at_ms")
@@ -854,7 +857,7 @@ def parse_sources(host: str, port: int, user: str, password: str, is_mariadb: bo
     server's own ``binlog_dir``) is read by the compiled reader (:func:`parse_binlog_file`), any other with
     the server's tool over the network (:func:`parse_binlog_lines`); ``CDC_CHAOS_BINLOG_READER=text``
     reads every file with the tool."""
-    native = os.environ.get(READER_ENV, "native") != "text"
+    native = os.environ.get(READER_ENV, "native") != "text" and reader_available()
     pieces = []
     for i, source in enumerate(sources):
         key = _complete_file_key(*source, archive_dir) if i < len(sources) - 1 else None
@@ -921,6 +924,25 @@ def _read_csv(path: str, schema: pa.Schema) -> pa.Table:
     convert = pa_csv.ConvertOptions(column_types={f.name: f.type for f in schema}, null_values=[""],
                                     strings_can_be_null=True, quoted_strings_can_be_null=False)
     return pa_csv.read_csv(path, _CSV_READ, _CSV_PARSE, convert).select(schema.names)
+
+
+def reader_available() -> bool:
+    """Whether the compiled reader is (or can be) built; if not, truth reads as text, slower but the same,
+    and says why once (set-up builds it: this is a machine where ``./run setup`` did not run).  A failed
+    build is not tried again in this process."""
+    if _READER_UNAVAILABLE:
+        return False
+    try:
+        reader_binary()
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure to build it leaves the text reader, which is complete
+        _READER_UNAVAILABLE.append(str(exc)[:300])
+        _LOG.warning("the compiled binlog reader is not available (%s); truth reads the binlog as text, "
+                     "slower (`./run setup` builds it)", _READER_UNAVAILABLE[0])
+        return False
+
+
+_READER_UNAVAILABLE: list[str] = []
 
 
 def parse_binlog_file(path: str, file: str, database: str) -> ParsedBinlog:

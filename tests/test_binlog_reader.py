@@ -178,3 +178,20 @@ def test_a_table_map_without_column_names_is_refused(own_database: Database, tmp
         conn.close()
     with pytest.raises(truth.BinlogParseError, match="binlog_row_metadata=FULL"):
         truth.parse_binlog_file(str(copy), file, DB)
+
+
+def test_without_the_compiled_reader_truth_reads_the_text_and_says_so(
+        varied: tuple[Database, list[tuple[str, str]]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    db, _ = varied
+    native = truth.collect(db.endpoints(), None)
+
+    def unbuildable() -> str:
+        raise truth.BinlogParseError("no Go here")
+
+    monkeypatch.setattr(truth, "reader_binary", unbuildable)
+    monkeypatch.setattr(truth, "_READER_UNAVAILABLE", [])
+    text = truth.collect(db.endpoints(), None)
+    n = min(native.changes.num_rows, text.changes.num_rows)
+    assert n > 2_000 and native.changes.slice(0, n).equals(text.changes.slice(0, n))
+    assert "compiled binlog reader is not available (no Go here)" in caplog.text
