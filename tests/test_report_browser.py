@@ -5,6 +5,7 @@ error or any request that is not ``file://``, and must show the grid, the plot l
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -35,7 +36,9 @@ def browser() -> Iterator[Any]:
                 "--window-size=1280,1600", "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    # the browser's profile and scratch dirs in the test's own temp dir (chromium leaves org.chromium.* in /tmp)
+    scratch = tmp_path_factory.mktemp("chromium")
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": str(scratch)}))
     try:
         yield driver
     finally:

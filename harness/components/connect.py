@@ -64,7 +64,7 @@ class KafkaConnect(Component):
         (self.dir / "connect.properties").write_text("".join(f"{a}={b}\n" for a, b in props.items()))
 
     def build_processes(self) -> dict[str, ManagedProcess]:
-        argv = java_argv(self._home / "libs", self.config.connect.heap, self._log4j,
+        argv = java_argv(self._home / "libs", self.config.connect.heap, self._log4j, self.dir / "tmp",
                          "org.apache.kafka.connect.cli.ConnectDistributed", str(self.dir / "connect.properties"))
         return {"worker": self.new_process("worker", argv)}
 

@@ -101,7 +101,10 @@ class FlinkCluster(Component):
             "execution.checkpointing.dir": f"s3://{s3.bucket}/checkpoints/{self.run.run_id}",
             "execution.checkpointing.savepoint-dir": f"s3://{s3.bucket}/savepoints/{self.run.run_id}",
             "io.tmp.dirs": str(self.dir / "tmp"),
-            "env.java.opts.all": "-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError",
+            # temporary files in the run dir, which the run removes (a killed JVM leaves its /tmp files behind:
+            # the web UI's flink-web-*, snappy's native library)
+            "env.java.opts.all": f"-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.io.tmpdir={self.dir / 'tmp'}",
+            "web.tmpdir": str(self.dir / "tmp"),
             "classloader.check-leaked-classloader": "false",
             "web.submit.enable": "true",
             # checkpoint statistics fresh to 50 ms (default: cached 3 s), so a nemesis can see one in flight

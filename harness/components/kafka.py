@@ -38,9 +38,12 @@ logger.server.level = info
 JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
 
 
-def java_argv(classpath_dir: Path, heap: str, log4j: Path, main: str, *args: str) -> list[str]:
+def java_argv(classpath_dir: Path, heap: str, log4j: Path, tmpdir: Path, main: str, *args: str) -> list[str]:
+    """A JVM's command line; its temporary files (snappy's native library, ...) go to ``tmpdir`` in the run
+    dir, which the run removes: a killed JVM never deletes what it put in /tmp."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
     return ["java", f"-Xmx{heap}", "-Xms64m", *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}",
-            "-cp", f"{classpath_dir}/*", main, *args]
+            f"-Djava.io.tmpdir={tmpdir}", "-cp", f"{classpath_dir}/*", main, *args]
 
 
 def new_cluster_id() -> str:
@@ -133,14 +136,15 @@ class KafkaBroker(Component):
             }
             (ndir / "server.properties").write_text("".join(f"{a}={b}\n" for a, b in props.items()))
             if not (ndir / "data" / "meta.properties").exists():
-                run_step(java_argv(self._home / "libs", "256m", self._log4j, "kafka.tools.StorageTool", "format",
-                                   "-t", cluster_id, "-c", str(ndir / "server.properties"), "--ignore-formatted"),
+                run_step(java_argv(self._home / "libs", "256m", self._log4j, self.dir / "tmp",
+                                   "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                   "-c", str(ndir / "server.properties"), "--ignore-formatted"),
                          f"formatting Kafka storage for node {n}", "See the output above.")
 
     def build_processes(self) -> dict[str, ManagedProcess]:
         return {
             self.member(n): self.new_process(self.member(n), java_argv(
-                self._home / "libs", self.config.kafka.heap, self._log4j, "kafka.Kafka",
+                self._home / "libs", self.config.kafka.heap, self._log4j, self.dir / "tmp", "kafka.Kafka",
                 str(self.dir / f"node-{n}" / "server.properties")))
             for n in self.nodes
         }
