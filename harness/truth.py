@@ -919,11 +919,12 @@ _CSV_READ = pa_csv.ReadOptions(block_size=1 << 24)
 _CSV_PARSE = pa_csv.ParseOptions(newlines_in_values=True)
 
 
-def _read_csv(path: str, schema: pa.Schema) -> pa.Table:
-    """A CSV of the compiled reader as ``schema`` (strings quoted, NULL an empty field)."""
+def _read_csv(source: str | io.BytesIO, schema: pa.Schema) -> pa.Table:
+    """A CSV (the compiled reader's, or the final table the server rendered) as ``schema``: a header row,
+    strings quoted, NULL an empty field."""
     convert = pa_csv.ConvertOptions(column_types={f.name: f.type for f in schema}, null_values=[""],
                                     strings_can_be_null=True, quoted_strings_can_be_null=False)
-    return pa_csv.read_csv(path, _CSV_READ, _CSV_PARSE, convert).select(schema.names)
+    return pa_csv.read_csv(source, _CSV_READ, _CSV_PARSE, convert).select(schema.names)
 
 
 def reader_available() -> bool:
@@ -1037,9 +1038,7 @@ def read_final_state(conn: pymysql.connections.Connection, database: str) -> pa.
                     f"FROM `{database}`.`orders` ORDER BY order_id")
         rows = cur.fetchall()
     text = "\n".join([",".join(ORDER_COLUMNS), *(r[0] for r in rows), ""]).encode("utf-8")
-    convert = pa_csv.ConvertOptions(column_types={f.name: f.type for f in STATE_SCHEMA}, null_values=[""],
-                                    strings_can_be_null=True, quoted_strings_can_be_null=False)
-    return pa_csv.read_csv(io.BytesIO(text), _CSV_READ, _CSV_PARSE, convert).select(STATE_SCHEMA.names)
+    return _read_csv(io.BytesIO(text), STATE_SCHEMA)
 
 
 def cross_check_history(committed_txns: dict[int, str | None], history: Any) -> dict[str, list[dict[str, Any]]]:
