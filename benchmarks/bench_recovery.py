@@ -1,7 +1,8 @@
 """Recovery as a distribution: after each fault, how long until the job reads at its pre-fault rate again.
 
-    python -m benchmarks.bench_recovery [--runs 10] [--rate 500] [--seed N] [--json]
+    python -m benchmarks.bench_recovery [--runs 10] [--rate 500] [--seed N] [--json] [--keep-logs]
         [--faults taskmanager_kill,taskmanager_kill_all,broker_leader_kill_3]
+        [--job-option KEY=VALUE ...] [--stack-option SECTION.KEY=VALUE ...]
 
 Per fault: a fresh stack of the catalogue scenario's shape (3 brokers for ``broker_leader_kill_3``) and one run
 through the one run path (``scenarios.catalogue.run_scenario``), with the scenario's own fault repeated
@@ -62,23 +63,43 @@ def distribution(values: list[float]) -> dict[str, float]:
             "p90": s[min(len(s) - 1, round(0.9 * (len(s) - 1)))], "max": s[-1]}
 
 
-def measure(name: str, runs: int, rate: float, seed: int, job_options: dict[str, str]) -> dict[str, Any]:
+def stack_overrides(options: list[str]) -> dict[str, dict[str, Any]]:
+    """``flink.heartbeat_timeout_ms=3000`` -> ``{"flink": {"heartbeat_timeout_ms": 3000}}``; values are TOML-ish
+    (an integer stays an integer, true/false are booleans), the config's own types check them."""
+    sections: dict[str, dict[str, Any]] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        section, dot, name = key.partition(".")
+        if not (sep and dot and section and name):
+            raise SystemExit(f"--stack-option {option!r}: use SECTION.KEY=VALUE, e.g. flink.heartbeat_timeout_ms=3000")
+        typed: Any = int(value) if value.lstrip("-").isdigit() else \
+            {"true": True, "false": False}.get(value.lower(), value)
+        sections.setdefault(section, {})[name] = typed
+    return sections
+
+
+def measure(name: str, runs: int, rate: float, seed: int, job_options: dict[str, str],
+            stack_options: list[str] | None = None, keep_logs: bool = False) -> dict[str, Any]:
     scenario = next((s for s in SCENARIOS if s.name == name), None)
     if scenario is None:
         raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(TARGETS_S)}")
     gap = GAP_S.get(name, 30.0)
     bench = repeated(scenario, runs, gap, job_options)
     duration = FIRST_S + runs * gap
-    with Stack.up(scenario.stack_config(load_config()), label=f"recovery-{name}") as stack:
+    config = scenario.stack_config(load_config()).with_overrides(**stack_overrides(stack_options or []))
+    with Stack.up(config, label=f"recovery-{name}") as stack:
         log(f"{name}: {runs} faults, {gap:.0f} s apart, {rate:.0f} changes/s for {duration:.0f} s (seed {seed})")
         outcome = run_scenario(bench, stack, seed, duration_s=duration, rate=rate,
                                replay=f"python -m benchmarks.bench_recovery --faults {name} --runs {runs} "
                                       f"--rate {rate:g} --seed {seed}"
-                                      + "".join(f" --job-option {k}={v}" for k, v in job_options.items()))
+                                      + "".join(f" --job-option {k}={v}" for k, v in job_options.items())
+                                      + "".join(f" --stack-option {o}" for o in stack_options or []),
+                               keep_logs=keep_logs)
     figures = outcome.result.stats.recovery
     back = [f.consumption_back_after_s for f in figures]
     measured = [b for b in back if b is not None]
     return {"fault": name, "target_s": TARGETS_S.get(name), "job_options": job_options,
+            "stack_options": stack_options or [],
             "verdict": outcome.result.verdict.verdict,
             "summary": outcome.result.summary.splitlines()[0], "report": str(outcome.report["html"]),
             "pre_fault_rate_per_s": figures[0].consumption_baseline_per_s if figures else None,
@@ -99,12 +120,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--job-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a Flink setting for the job under test (a tuning to measure), e.g. "
                          "restart-strategy.exponential-delay.initial-backoff=500ms")
+    ap.add_argument("--stack-option", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a stack setting (stack/stack.toml) to measure, e.g. flink.heartbeat_timeout_ms=3000")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep every component's log of the run beside its report (logs/), to read the timeline")
     ap.add_argument("--json", action="store_true", help="also print every figure as JSON")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     log(f"seed {seed} (replay with --seed {seed})")
     options = dict(o.split("=", 1) for o in args.job_option if "=" in o)
-    results = [measure(name.strip(), args.runs, args.rate, seed, options)
+    results = [measure(name.strip(), args.runs, args.rate, seed, options, args.stack_option, args.keep_logs)
                for name in args.faults.split(",") if name.strip()]
     print_report(results)
     if args.json:

@@ -110,6 +110,9 @@ class FlinkConfig:
     # true: each TaskManager runs under libfaketime (LD_PRELOAD) with a clock file of its own, so a clock-skew
     # fault moves one TaskManager's wall clock while it runs (clock_skew_taskmanager); needs Debian's libfaketime
     taskmanager_faketime: bool
+    # true: each TaskManager starts with the warm-up agent (harness/tm_warmup), which does the JVM-wide work of a
+    # takeover (the Kafka client's protocol tables, the S3 file system) while the JVM is idle after its start
+    taskmanager_warmup: bool
 
 
 @dataclass(frozen=True)

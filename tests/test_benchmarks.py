@@ -66,3 +66,15 @@ def test_baseline_job_is_that_revisions_code() -> None:
     assert not root.exists()   # removed afterwards
     with pytest.raises(BaselineError, match="not in this clone"), baseline_job("no-such-revision-xyz"):
         pass
+
+
+def test_recovery_bench_stack_options_are_typed_config_overrides() -> None:
+    from benchmarks.bench_recovery import stack_overrides
+    from harness.config import load_config
+
+    over = stack_overrides(["flink.heartbeat_interval_ms=250", "flink.taskmanager_warmup=false"])
+    assert over == {"flink": {"heartbeat_interval_ms": 250, "taskmanager_warmup": False}}
+    config = load_config().with_overrides(**over)
+    assert config.flink.heartbeat_interval_ms == 250 and config.flink.taskmanager_warmup is False
+    with pytest.raises(SystemExit, match=r"SECTION\.KEY=VALUE"):
+        stack_overrides(["heartbeat_interval_ms=250"])

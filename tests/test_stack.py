@@ -18,7 +18,7 @@ import pytest
 import harness.components.kafka as kafka_component
 from harness import kafka_client
 from harness.components.database import Database
-from harness.components.flink import FlinkCluster
+from harness.components.flink import WARMUP_CLASSES, FlinkCluster
 from harness.config import REPO_ROOT, StackConfig
 from harness.process import ComponentError, port_open
 from harness.rundir import RunDir, reap_stale
@@ -193,3 +193,19 @@ def test_three_broker_mode_survives_a_partition_leader_kill(stack_config: StackC
         kafka_client.produce(kafka.bootstrap, topic, [(b"k", b"v")] * 10)
         kafka.restart(victim)
         assert kafka.healthy()
+
+
+def test_taskmanagers_start_warm(stack: Stack) -> None:
+    """Every TaskManager of the stack ran the warm-up agent: each class it names exists on the real class path
+    (a renamed class after a version bump would show here as "5/6"), and it opened the lake's S3 file system."""
+    stack.heal()
+    flink = stack["flink"]
+    want = f"cdc-chaos-tm-warmup: {len(WARMUP_CLASSES)}/{len(WARMUP_CLASSES)} classes initialised"
+    opened = f"cdc-chaos-tm-warmup: file system s3://{stack.config.s3.bucket}/ opened"
+    for member in (m for m in flink.members() if m.startswith("taskmanager")):
+        log_file = flink.processes[member].log_file
+        deadline = time.monotonic() + 90     # a TaskManager restarted by another test may still be warming
+        while not (want in (text := log_file.read_text(errors="replace")) and opened in text):
+            assert time.monotonic() < deadline, f"{member}: no warm-up in {log_file}:\n" + "\n".join(
+                line for line in text.splitlines() if "cdc-chaos-tm-warmup" in line)
+            time.sleep(1)

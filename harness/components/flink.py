@@ -6,6 +6,7 @@ own is the JVM).  Heartbeats are short so a killed TaskManager is noticed in sec
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,20 @@ from harness.components.base import Component
 from harness.components.proxy import proxied_port
 from harness.config import StackConfig
 from harness.install.flink import ensure_flink
+from harness.install.tm_warmup import ensure_tm_warmup
 from harness.process import ManagedProcess
+
+#: classes the TaskManagers' warm-up agent initialises at start (all on Flink's lib/ class path, so shared by every
+#: job): a cold JVM taking over a job spent seconds in the Kafka client's protocol tables (every consumer's first
+#: request waits for ``ApiKeys``), and the Parquet writer's compression library loads a native library
+WARMUP_CLASSES = (
+    "org.apache.flink.kafka.shaded.org.apache.kafka.common.protocol.ApiKeys",
+    "org.apache.flink.kafka.shaded.org.apache.kafka.clients.consumer.KafkaConsumer",
+    "org.apache.flink.kafka.shaded.org.apache.kafka.clients.NetworkClient",
+    "org.apache.parquet.hadoop.ParquetWriter",
+    "org.apache.parquet.hadoop.ParquetFileWriter",
+    "org.xerial.snappy.Snappy",
+)
 
 #: where Debian's libfaketime (package ``libfaketime``) puts the library, per architecture
 FAKETIME_GLOBS = ("/usr/lib/*/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1",
@@ -111,12 +125,23 @@ class FlinkCluster(Component):
             "rest.cache.checkpoint-statistics.timeout": "50 ms",
             # every checkpoint of a run stays in the REST history (default 10), for the report's duration series
             "web.checkpoints.history": 2000,
+            **self._warmup_conf(),
         }
         (self.dir / "tmp").mkdir(exist_ok=True)
         if f.taskmanager_disk_mb:    # a disk of its own per TaskManager (unmounted when the run dir is removed)
             for tm in self.taskmanagers():
                 self.run.mount_tmpfs(self.disk_dir(tm), f.taskmanager_disk_mb)
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))
+
+    def _warmup_conf(self) -> dict[str, str]:
+        """The TaskManagers' JVM options for the warm-up agent (``[flink] taskmanager_warmup``): it initialises
+        ``WARMUP_CLASSES`` and opens the lake's S3 file system (Flink caches it per JVM) while the JVM is idle,
+        so a TaskManager taking over a job does not do it then.  Quoted: the value holds ``:``."""
+        if not self.config.flink.taskmanager_warmup:
+            return {}
+        jar = ensure_tm_warmup()
+        agent = ",".join([f"s3://{self.config.s3.bucket}/", *WARMUP_CLASSES])
+        return {"env.java.opts.taskmanager": json.dumps(f"-javaagent:{jar}={agent}")}
 
     def disk_dir(self, member: str) -> Path:
         """A TaskManager's own working directory, a tmpfs of ``[flink] taskmanager_disk_mb`` MiB when that is

@@ -34,11 +34,12 @@ def install_everything(config: StackConfig) -> dict[str, float]:
     from harness.install.flink import ensure_flink
     from harness.install.kafka import ensure_debezium, ensure_kafka
     from harness.install.minio import ensure_minio
+    from harness.install.tm_warmup import ensure_tm_warmup
     from harness.install.toxiproxy import ensure_toxiproxy
 
     lanes: dict[str, dict[str, Callable[[], object]]] = {
         "maven": {"kafka": lambda: ensure_kafka(config), "debezium": lambda: ensure_debezium(config),
-                  "flink": lambda: ensure_flink(config)},
+                  "flink": lambda: ensure_flink(config), "tm_warmup": ensure_tm_warmup},
         "go": {"minio": lambda: ensure_minio(config), "toxiproxy": lambda: ensure_toxiproxy(config),
                "binlog_reader": lambda: ensure_binlog_reader(config.versions.go_toolchain)},
         "database": {"database": lambda: (find_binary("mariadbd" if config.database.kind == "mariadb"
