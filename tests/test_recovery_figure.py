@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from harness.runner import ConsumptionMonitor, ConsumptionSample, LagMonitor, LagSample
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from harness.runner import ConsumptionMonitor, ConsumptionSample, LagMonitor, LagSample, prometheus_samples
 
 
 def _monitor(lags: list[tuple[float, int]]) -> LagMonitor:
@@ -70,3 +73,64 @@ def test_a_resumed_job_counts_from_zero_too() -> None:
     assert rates[13.0] == 0.0            # no answer from 10.5 s to 13 s: the window reaches back to 10.5 s
     assert rates[14.0] == 1200.0
     assert m.back_after(10.0, 500.0, give_up_at=20.0) == (4.0, True)   # the second ending at 14 s
+
+
+_EXPOSITION = """\
+# HELP flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_consumed_total records-consumed-total
+# TYPE flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_consumed_total gauge
+flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_consumed_total{job_id="J",\
+task_attempt_id="a1",operator_name="Source: cdc_typed[1]",subtask_index="0",tm_id="tm-1",} TYPED
+flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_consumed_total{job_id="J",\
+task_attempt_id="b1",operator_name="Source: cdc_dim[10] \\"x\\", y",subtask_index="0",tm_id="tm-1",} DIM
+flink_taskmanager_job_task_operator_KafkaSourceReader_KafkaConsumer_records_consumed_total{job_id="OTHER",\
+task_attempt_id="c1",operator_name="Source: cdc_typed[1]",subtask_index="0",tm_id="tm-1",} 999.0
+flink_taskmanager_Status_JVM_CPU_Load{tm_id="tm-1",} 0.5
+"""
+
+
+def _page(typed: str, dim: str) -> str:
+    return _EXPOSITION.replace("TYPED", typed).replace("DIM", dim)
+
+
+def test_prometheus_text_gives_each_readers_series_with_its_labels() -> None:
+    samples = prometheus_samples(_page("120.0", "7.0"), "records_consumed_total")
+    assert [(s["job_id"], s["task_attempt_id"], v) for s, v in samples] == [("J", "a1", 120.0), ("J", "b1", 7.0),
+                                                                          ("OTHER", "c1", 999.0)]
+    assert samples[1][0]["operator_name"] == 'Source: cdc_dim[10] \\"x\\", y'   # a quoted comma stays inside
+
+
+def test_direct_reading_counts_each_series_once_across_a_taskmanager_kill() -> None:
+    """The job's records from the TaskManagers' own endpoints: another job's series is not counted; a
+    TaskManager that is gone adds nothing and takes nothing away; the restarted subtask (a new attempt) counts
+    from zero; and the rate is the same accounting the REST reading gets."""
+    pages: dict[str, str | None] = {"tm1": _page("100.0", "10.0"), "tm2": ""}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages.get(self.path.strip("/"))
+            if body is None:
+                self.send_error(503)
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        m = ConsumptionMonitor(pipeline=None, job_id=lambda: "J",  # type: ignore[arg-type]
+                               metric_urls=lambda: [f"{base}/tm1", f"{base}/tm2", "http://127.0.0.1:9/gone"])
+        assert m.read_direct("J") == 110
+        pages["tm1"] = _page("160.0", "20.0")
+        assert m.read_direct("J") == 180
+        pages["tm1"] = None                                  # killed: its 180 stay counted, nothing is added
+        assert m.read_direct("J") == 180
+        pages["tm2"] = _page("30.0", "5.0").replace('"a1"', '"a2"').replace('"b1"', '"b2"')
+        assert m.read_direct("J") == 215                     # the restarted subtasks on the survivor, from zero
+        assert m.read_direct("NEVER") is None
+    finally:
+        server.shutdown()

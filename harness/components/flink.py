@@ -55,7 +55,9 @@ class FlinkCluster(Component):
 
     @classmethod
     def port_names(cls, config: StackConfig) -> list[str]:
-        return ["flink_rest", "flink_rpc", "flink_blob"]
+        # each TaskManager's own metrics endpoint (Prometheus): the harness reads what the job consumed there
+        return ["flink_rest", "flink_rpc", "flink_blob",
+                *(f"flink_metrics_tm{i}" for i in range(1, config.flink.taskmanagers + 1))]
 
     @property
     def health_description(self) -> str:  # type: ignore[override]
@@ -149,9 +151,27 @@ class FlinkCluster(Component):
         return self.dir / "disk" / member
 
     def _tm_args(self, member: str) -> list[str]:
-        # dynamic properties of this TaskManager alone: RocksDB's local database, the S3 writer's part buffers
-        # and the blob cache all live under io.tmp.dirs (its working directory)
-        return ["-D", f"io.tmp.dirs={self.disk_dir(member)}"] if self.config.flink.taskmanager_disk_mb else []
+        # dynamic properties of this TaskManager alone: its metrics port, and (with a disk of its own) its working
+        # directory, where RocksDB's local database, the S3 writer's part buffers and the blob cache live
+        disk = ["-D", f"io.tmp.dirs={self.disk_dir(member)}"] if self.config.flink.taskmanager_disk_mb else []
+        return [*self._metrics_args(member), *disk]
+
+    def _metrics_args(self, member: str) -> list[str]:
+        """The Prometheus reporter on this TaskManager's own port, exporting only what the harness reads (the
+        Kafka readers' records consumed): the JobManager has none, so it needs no port of its own."""
+        return ["-D", "metrics.reporter.prom.factory.class="
+                      "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+                "-D", f"metrics.reporter.prom.port={self.ports[self._metrics_port(member)]}",
+                "-D", "metrics.reporter.prom.filter.includes=*:records-consumed-total"]
+
+    @staticmethod
+    def _metrics_port(member: str) -> str:
+        return f"flink_metrics_tm{member.rsplit('-', 1)[1]}"
+
+    def metric_urls(self) -> list[str]:
+        """Each TaskManager's own metrics (Prometheus text), read live: unlike the REST API's, never held back by
+        the JobManager's fetcher waiting on a killed TaskManager."""
+        return [f"http://127.0.0.1:{self.ports[self._metrics_port(tm)]}/metrics" for tm in self.taskmanagers()]
 
     def _env(self, member: str) -> dict[str, str]:
         import os

@@ -2,7 +2,7 @@
 
 The venv's site-packages is never modified: the home is built in the cache from copies of the wheel's
 ``bin/`` and ``conf/``, links to its ``lib/`` and ``opt/`` jars, the Maven jars in ``lib/`` and the S3
-filesystem in ``plugins/s3-fs-hadoop/``.
+filesystem in ``plugins/s3-fs-hadoop/`` and the wheel's Prometheus reporter in ``plugins/metrics-prometheus/``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 
 from harness.config import StackConfig
 from harness.install import InstallError, ensure_dir, maven, pom, version_props
+
+HOME_LAYOUT = "h2"   # bumped when the home gains a part, so an older home in the cache is built anew
 
 
 def wheel_home() -> Path:
@@ -43,6 +45,10 @@ def ensure_flink(config: StackConfig) -> Path:
         plugin = tmp / "plugins" / "s3-fs-hadoop"
         maven(pom("flink"), ["dependency:copy", f"-Dartifact=org.apache.flink:flink-s3-fs-hadoop:{version}",
                              f"-DoutputDirectory={plugin}"], f"fetching flink-s3-fs-hadoop {version}")
+        # the wheel's Prometheus reporter: each TaskManager serves its own metrics, which the harness reads directly
+        # (harness.runner.ConsumptionMonitor), not through the JobManager's metric fetcher
+        (tmp / "plugins" / "metrics-prometheus").symlink_to(src / "plugins" / "metrics-prometheus")
         (tmp / "log").mkdir()
 
-    return ensure_dir(f"flink-{version}", build, f"Flink {version} home (wheel + Maven jars)")
+    # the suffix names the home's layout: a home built before the Prometheus reporter was added lacks it
+    return ensure_dir(f"flink-{version}-{HOME_LAYOUT}", build, f"Flink {version} home (wheel + Maven jars)")
