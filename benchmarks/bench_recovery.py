@@ -10,9 +10,10 @@ through the one run path (``scenarios.catalogue.run_scenario``), with the scenar
 changes/s.  Each injection's figure is the time from the injection until the job's change reader reads at
 0.9 x its pre-fault rate again, after the fault first cut its reading below half that rate (Flink's
 ``records-consumed-total`` of the job's Kafka consumers, read every 0.5 s from each TaskManager's own metrics
-endpoint, :class:`harness.runner.ConsumptionMonitor`; 0.5 s is the figures' resolution).  The run's verdict must be CLEAN: a recovery
-that loses or duplicates a change is no recovery.  Prints min / median / p90 / max per fault against its target
-(issue 16): one TaskManager <= 10 s, both TaskManagers <= 15 s, the partition leader broker <= 15 s.
+endpoint, :class:`harness.runner.ConsumptionMonitor`; 0.5 s is the figures' resolution).  The run's verdict
+must be CLEAN: a recovery that loses or duplicates a change is no recovery.  Prints min / median / p90 / max per
+fault against its target (issue 16): one TaskManager <= 10 s, both TaskManagers <= 15 s, the partition leader
+broker <= 15 s.
 """
 
 from __future__ import annotations

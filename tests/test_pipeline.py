@@ -101,6 +101,10 @@ def test_cancel_and_resume_from_latest_checkpoint(stack: Stack, seed: int) -> No
     resumed = result.phases("heal")
     assert resumed and resumed[0].get("from") and "chk-" in resumed[0].get("from"), result.timeline
     assert len(pipeline.submissions) == 2 and pipeline.submissions[1]["restore"]
+    # what the job read, from the TaskManagers' own metrics endpoints: both jobs' readers were found there
+    rates = result.stats.consumption
+    assert rates and max(r for _, r in rates) > 0, rates
+    assert any(r > 0 for _, r in rates[len(rates) // 2:]), f"nothing read in the run's second half: {rates}"
 
 
 def test_lake_files_have_the_documented_schema(stack: Stack, seed: int) -> None:
