@@ -19,6 +19,10 @@ from harness.install.flink import ensure_flink
 from harness.install.tm_warmup import ensure_tm_warmup
 from harness.process import ManagedProcess
 
+#: how long one S3 request of Flink's may hang on a route that is cut (``s3.connection.timeout``): the outage fault
+#: needs S3 calls to fail fast; the S3 faults' evidence allows a JobManager call blocked this long past the heal
+S3_REQUEST_TIMEOUT_MS = 5000
+
 #: classes the TaskManagers' warm-up agent initialises at start (all on Flink's lib/ class path, so shared by every
 #: job): a cold JVM taking over a job spent seconds in the Kafka client's protocol tables (every consumer's first
 #: request waits for ``ApiKeys``), and the Parquet writer's compression library loads a native library
@@ -113,7 +117,7 @@ class FlinkCluster(Component):
             "s3.path.style.access": "true",
             "s3.access-key": s3.access_key, "s3.secret-key": s3.secret_key,
             # S3 calls must fail fast while the store is down (outage fault), then retry on restart
-            "s3.connection.timeout": 5000, "s3.attempts.maximum": 3, "s3.retry.limit": 3,
+            "s3.connection.timeout": S3_REQUEST_TIMEOUT_MS, "s3.attempts.maximum": 3, "s3.retry.limit": 3,
             "execution.checkpointing.dir": f"s3://{s3.bucket}/checkpoints/{self.run.run_id}",
             "execution.checkpointing.savepoint-dir": f"s3://{s3.bucket}/savepoints/{self.run.run_id}",
             "io.tmp.dirs": str(self.dir / "tmp"),
