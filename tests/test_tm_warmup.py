@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -46,3 +47,20 @@ def test_every_taskmanager_starts_with_the_agent_when_configured() -> None:
     assert ";" not in option and " " not in option
     assert args.split(",") == [f"s3://{load_config().s3.bucket}/", *WARMUP_CLASSES]
     assert _warmup_conf(False) == {}
+
+
+def test_flink_keeps_every_temporary_file_in_its_run_dir(tmp_path: Path) -> None:
+    """Killed JVMs never clean up after themselves, so every scratch location the cluster's configuration names
+    (Flink's, the JVM's, the S3 client's upload buffers) lies in the component's directory, which the run
+    removes: Hadoop's default for the last one was /tmp/hadoop-<user>/s3a, where killed TaskManagers' blocks
+    stayed."""
+    config = load_config()
+    cluster = FlinkCluster.__new__(FlinkCluster)      # its configuration only: no process is started
+    cluster.config, cluster.dir = config, tmp_path
+    cluster.run = SimpleNamespace(run_id="t")         # type: ignore[assignment]
+    cluster.ports = {"s3": 9000, **{name: 20_000 + i for i, name in enumerate(FlinkCluster.port_names(config))}}
+    cluster.prepare()
+    conf = yaml.safe_load((tmp_path / "conf" / "config.yaml").read_text())
+    scratch = [conf["io.tmp.dirs"], conf["web.tmpdir"], conf["s3.buffer.dir"],
+               conf["env.java.opts.all"].split("-Djava.io.tmpdir=")[1].split()[0]]
+    assert all(Path(p).is_relative_to(tmp_path) for p in scratch), scratch

@@ -121,6 +121,9 @@ class FlinkCluster(Component):
             "execution.checkpointing.dir": f"s3://{s3.bucket}/checkpoints/{self.run.run_id}",
             "execution.checkpointing.savepoint-dir": f"s3://{s3.bucket}/savepoints/{self.run.run_id}",
             "io.tmp.dirs": str(self.dir / "tmp"),
+            # the S3 client's upload buffers (checkpoint files): Hadoop's default is /tmp/hadoop-<user>/s3a, where a
+            # killed TaskManager's half-written blocks stayed for good
+            "s3.buffer.dir": str(self.dir / "tmp" / "s3a"),
             # temporary files in the run dir, which the run removes (a killed JVM leaves its /tmp files behind:
             # the web UI's flink-web-*, snappy's native library)
             "env.java.opts.all": f"-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.io.tmpdir={self.dir / 'tmp'}",
