@@ -22,11 +22,12 @@ def test_agent_initialises_the_classes_it_is_given_in_a_real_jvm(tmp_path: Path)
     jar = ensure_tm_warmup()
     main = tmp_path / "Idle.java"      # a JVM that lives long enough for the agent's daemon thread
     main.write_text("public class Idle { public static void main(String[] a) throws Exception "
-                    "{ Thread.sleep(3000); } }\n")
+                    "{ Thread.sleep(10000); } }\n")
     res = subprocess.run([java, f"-javaagent:{jar}=java.util.zip.CRC32C,no.such.Klass", str(main)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "class no.such.Klass not warmed: java.lang.ClassNotFoundException" in res.stderr
+    assert "cdc-chaos-tm-warmup: the JVM was busy for" in res.stderr     # it waited for a quiet JVM first
     assert "cdc-chaos-tm-warmup: 1/2 classes initialised" in res.stderr
     assert "file system" not in res.stderr      # no URI given, none opened
 

@@ -1,6 +1,7 @@
 package cdcchaos;
 
 import java.lang.instrument.Instrumentation;
+import java.lang.management.ManagementFactory;
 import java.lang.reflect.Field;
 import java.lang.reflect.Method;
 import java.net.URI;
@@ -45,6 +46,8 @@ public final class TaskManagerWarmup {
                 classes.add(item.trim());
             }
         }
+        long quietAfter = waitUntilQuiet();
+        System.err.printf("cdc-chaos-tm-warmup: the JVM was busy for %d ms, warming now%n", quietAfter);
         long start = System.nanoTime();
         ClassLoader loader = ClassLoader.getSystemClassLoader();
         int initialised = 0;
@@ -64,6 +67,30 @@ public final class TaskManagerWarmup {
             System.err.printf("cdc-chaos-tm-warmup: file system %s %s after %d ms%n", uri,
                     opened ? "opened" : "not opened", (System.nanoTime() - opening) / 1_000_000);
         }
+    }
+
+    /**
+     * Waits (at most a minute) until the process has used under a quarter of the machine's CPUs for a second:
+     * warming while the TaskManager starts delayed its registration by 3 s (two TaskManagers restarted together:
+     * 8 s without the agent, 11 s with it), and a TaskManager that is busy at once (a job deployed on it right
+     * away) does this work for its job anyway.  Returns the milliseconds waited.
+     */
+    private static long waitUntilQuiet() {
+        long start = System.nanoTime();
+        long deadline = start + 60_000_000_000L;
+        java.lang.management.OperatingSystemMXBean bean = ManagementFactory.getOperatingSystemMXBean();
+        int quiet = 0;
+        while (System.nanoTime() < deadline && quiet < 2) {
+            try {
+                Thread.sleep(500);
+            } catch (InterruptedException e) {
+                break;
+            }
+            double load = bean instanceof com.sun.management.OperatingSystemMXBean
+                    ? ((com.sun.management.OperatingSystemMXBean) bean).getProcessCpuLoad() : 0.0;
+            quiet = load >= 0 && load < 0.25 ? quiet + 1 : 0;
+        }
+        return (System.nanoTime() - start) / 1_000_000;
     }
 
     /**
