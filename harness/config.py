@@ -113,6 +113,12 @@ class FlinkConfig:
     # true: each TaskManager starts with the warm-up agent (harness/tm_warmup), which does the JVM-wide work of a
     # takeover (the Kafka client's protocol tables, the S3 file system) while the JVM is idle after its start
     taskmanager_warmup: bool
+    # true: each member starts the JVM its bin/<role>.sh script would exec, with the command line recorded once when
+    # the cluster is prepared (the script runs three helper JVMs first: seconds on every restart under load)
+    direct_launch: bool
+    # true (with direct_launch): the TaskManagers' JVMs map a class-data archive (JDK CDS) of the classes they load,
+    # dumped by the first stack of the machine from its TaskManager that ran the job (harness/class_archive.py)
+    taskmanager_class_archive: bool
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,11 @@ class Stack:
         from harness.pipeline import close_planners
 
         close_planners(self)
+        for comp in self.components.values():
+            try:
+                comp.before_down()
+            except Exception as exc:  # noqa: BLE001 - a last word must never keep the stack up
+                self._log(f"error before stopping {comp.name}: {exc}")
         for comp in reversed(list(self.components.values())):
             try:
                 comp.kill()
@@ -172,6 +177,11 @@ class Stack:
             self.proxy.reset()
         if "connect" in self.components:
             self.connect.wait_connector_running()
+        for comp in self.components.values():
+            try:
+                comp.on_idle()
+            except Exception as exc:  # noqa: BLE001 - idle work is never a reason to fail a run
+                self._log(f"error in {comp.name}'s idle work: {exc}")
         return restarted
 
     # --- introspection ---------------------------------------------------------------------------

@@ -11,14 +11,16 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
 
 import harness.components.kafka as kafka_component
 from harness import kafka_client
+from harness.class_archive import RECORD
 from harness.components.database import Database
-from harness.components.flink import WARMUP_CLASSES, FlinkCluster
+from harness.components.flink import ENTRY_POINTS, WARMUP_CLASSES, FlinkCluster
 from harness.config import REPO_ROOT, StackConfig
 from harness.process import ComponentError, port_open
 from harness.rundir import RunDir, reap_stale
@@ -111,6 +113,20 @@ def test_kill_and_restart_each_component(stack: Stack, component: str) -> None:
     assert not comp.running(member)
     comp.restart(member)
     assert comp.running(member) and comp.processes[member].pid != old_pid
+    if component == "flink":    # the restarted member is its JVM, started without its script's helper JVMs
+        pid = comp.processes[member].pid
+        cmdline = psutil.Process(pid).cmdline()
+        assert os.path.basename(cmdline[0]) == "java" and ENTRY_POINTS["taskmanager"][1] in cmdline, cmdline
+        # and it maps the TaskManagers' class-data archive, or records for one while there is none
+        archive = comp._archive
+        assert archive is not None
+        if archive.exists():    # (restart returns while the JobManager still counts the killed one: poll)
+            deadline = time.monotonic() + 30
+            while str(archive.path) not in Path(f"/proc/{pid}/maps").read_text():
+                assert time.monotonic() < deadline, f"{member} never mapped {archive.path}"
+                time.sleep(0.2)
+        else:
+            assert RECORD in cmdline
     stack.heal()   # everything healthy again, connector RUNNING
 
 

@@ -47,6 +47,14 @@ class Component(abc.ABC):
     def after_healthy(self) -> None:  # noqa: B027 - optional hook, most components need nothing
         """Optional one-time set-up once healthy (create topic, bucket, register connector)."""
 
+    def on_idle(self) -> None:  # noqa: B027 - optional hook, most components need nothing
+        """Optional work while the stack is healthy and idle between runs (after ``Stack.heal``); errors are logged,
+        never fail the run."""
+
+    def before_down(self) -> None:  # noqa: B027 - optional hook, most components need nothing
+        """Optional last word while every process still runs, just before the stack kills them (nothing that can
+        fail the run: errors are logged and the teardown goes on)."""
+
     def endpoints(self) -> dict[str, Any]:
         return {}
 

@@ -1,23 +1,32 @@
 """A standalone Flink session cluster from the wheel: one JobManager and N TaskManagers, each its own JVM.
 
-Each member runs ``bin/<role>.sh start-foreground`` (the script execs the JVM, so the process group we
-own is the JVM).  Heartbeats are short so a killed TaskManager is noticed in seconds, not 50 s.
+Each member runs the JVM that ``bin/<role>.sh start-foreground`` would exec: the script's command line is
+recorded once when the cluster is prepared (``[flink] direct_launch``), because the script itself runs three
+helper JVMs (configuration, Java version, memory sizes) before it execs, seconds on every restart of a killed
+member.  Heartbeats are short so a killed TaskManager is noticed in seconds, not 50 s.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
+from harness.class_archive import RECORD, ClassArchive
 from harness.components.base import Component
 from harness.components.proxy import proxied_port
 from harness.config import StackConfig
+from harness.install import installs_root
 from harness.install.flink import ensure_flink
 from harness.install.tm_warmup import ensure_tm_warmup
-from harness.process import ManagedProcess
+from harness.process import ComponentError, ManagedProcess
 
 #: how long one S3 request of Flink's may hang on a route that is cut (``s3.connection.timeout``): the outage fault
 #: needs S3 calls to fail fast; the S3 faults' evidence allows a JobManager call blocked this long past the heal
@@ -34,6 +43,26 @@ WARMUP_CLASSES = (
     "org.apache.parquet.hadoop.ParquetFileWriter",
     "org.xerial.snappy.Snappy",
 )
+
+#: each member's script (``bin/<script> start-foreground``) and the class its JVM runs
+ENTRY_POINTS = {
+    "jobmanager": ("jobmanager.sh", "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"),
+    "taskmanager": ("taskmanager.sh", "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"),
+}
+
+#: stands in for ``java`` while a member's script runs once: every helper JVM the script starts runs for real, and the
+#: member's own command line (the one whose arguments name its entry class) and environment are written down instead
+#: of started
+RECORDING_JAVA = """#!/bin/sh
+for arg do
+  if [ "$arg" = "$CDC_CHAOS_ENTRY_CLASS" ]; then
+    printf '%s\\0' "$@" > "$CDC_CHAOS_RECORD.argv"
+    env -0 > "$CDC_CHAOS_RECORD.env"
+    exit 0
+  fi
+done
+exec "$CDC_CHAOS_JAVA" "$@"
+"""
 
 #: where Debian's libfaketime (package ``libfaketime``) puts the library, per architecture
 FAKETIME_GLOBS = ("/usr/lib/*/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1",
@@ -56,6 +85,10 @@ def faketime_library() -> str:
 
 class FlinkCluster(Component):
     name = "flink"
+    #: the TaskManagers' class-data archive (``[flink] taskmanager_class_archive``), once their command is known
+    _archive: ClassArchive | None = None
+    #: each TaskManager's JVM command line without the archive's options (set with the archive)
+    _launch_argv: dict[str, list[str]]
 
     @classmethod
     def port_names(cls, config: StackConfig) -> list[str]:
@@ -217,15 +250,102 @@ class FlinkCluster(Component):
         path.write_text("+0\n")
         return {"LD_PRELOAD": library, "FAKETIME_TIMESTAMP_FILE": str(path), "FAKETIME_CACHE_DURATION": "1"}
 
+    def _script_argv(self, member: str) -> list[str]:
+        script, _ = ENTRY_POINTS[member.split("-")[0]]
+        extra = self._tm_args(member) if member.startswith("taskmanager") else []
+        return [str(self._home / "bin" / script), "start-foreground", *extra]
+
+    def _record_launch(self, member: str) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment with which ``member``'s script would exec its JVM, found by running the
+        script once with ``RECORDING_JAVA`` as its ``java`` (its helper JVMs run for real).  Flink's own script
+        stays the one definition of the JVM's options, class path and memory sizes; only its cost is paid once."""
+        java = shutil.which("java", path=os.environ.get("PATH"))
+        home = os.environ.get("JAVA_HOME")
+        if home and os.access(Path(home) / "bin" / "java", os.X_OK):
+            java = str(Path(home) / "bin" / "java")
+        if not java:
+            raise ComponentError("flink: no java on PATH or in $JAVA_HOME: run ./run setup (openjdk-17-jdk-headless)")
+        recorder = self.dir / "launch" / "jdk"
+        (recorder / "bin").mkdir(parents=True, exist_ok=True)
+        fake = recorder / "bin" / "java"
+        if not fake.exists():
+            fake.write_text(RECORDING_JAVA)
+            fake.chmod(0o755)
+        record = self.dir / "launch" / member
+        for suffix in (".argv", ".env"):
+            Path(f"{record}{suffix}").unlink(missing_ok=True)
+        env = {k: v for k, v in self._env(member).items() if k not in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE")}
+        _, entry_class = ENTRY_POINTS[member.split("-")[0]]
+        env.update(JAVA_HOME=str(recorder), CDC_CHAOS_JAVA=java, CDC_CHAOS_ENTRY_CLASS=entry_class,
+                   CDC_CHAOS_RECORD=str(record))
+        res = subprocess.run(self._script_argv(member), env=env, cwd=self.dir, capture_output=True, text=True,
+                             timeout=120)
+        argv_file, env_file = Path(f"{record}.argv"), Path(f"{record}.env")
+        if res.returncode != 0 or not argv_file.exists() or not env_file.exists():
+            raise ComponentError(
+                f"flink/{member}: {self._script_argv(member)[0]} did not reach its JVM (exit {res.returncode}): "
+                f"{(res.stdout + res.stderr).strip()[-2000:]}\nfix: check the Flink home ({self._home}) and "
+                f"{self.conf_dir / 'config.yaml'}, or set [flink] direct_launch = false to start through the script")
+        argv = argv_file.read_text().split("\0")[:-1]
+        recorded = dict(item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item)
+        for key in ("JAVA_HOME", "CDC_CHAOS_JAVA", "CDC_CHAOS_ENTRY_CLASS", "CDC_CHAOS_RECORD"):
+            recorded.pop(key, None)
+        if home:
+            recorded["JAVA_HOME"] = home
+        return [java, *argv], {**recorded, **self._faketime_env(member)}
+
     def build_processes(self) -> dict[str, ManagedProcess]:
-        bin_dir = self._home / "bin"
-        procs = {"jobmanager": self.new_process("jobmanager", [str(bin_dir / "jobmanager.sh"), "start-foreground"],
-                                                self._env("jobmanager"))}
+        # no fixed resource id: a restarted TaskManager must register as a new instance
+        members = ["jobmanager", *self.taskmanagers()]
+        if not self.config.flink.direct_launch:
+            return {m: self.new_process(m, self._script_argv(m), self._env(m)) for m in members}
+        with ThreadPoolExecutor(max_workers=len(members)) as pool:
+            launches = dict(zip(members, pool.map(self._record_launch, members), strict=True))
+        if self.config.flink.taskmanager_class_archive:
+            self._archive = ClassArchive(launches[self.taskmanagers()[0]][0], installs_root() / "class-archives")
+            self._launch_argv = {}
+            for tm in self.taskmanagers():
+                self._launch_argv[tm] = launches[tm][0]
+                launches[tm] = (self._archive.with_options(launches[tm][0]), launches[tm][1])
+        return {m: self.new_process(m, argv, env) for m, (argv, env) in launches.items()}
+
+    def on_idle(self) -> None:
+        self._save_class_archive()
+
+    def before_down(self) -> None:
+        self._save_class_archive()
+
+    def _save_class_archive(self) -> None:
+        """Dump the TaskManagers' class-data archive when there is none yet, from the live TaskManager that ran
+        the job's tasks (most CPU time), and start every TaskManager from it from now on (``harness/class_archive``):
+        between runs (the stack's heal) or when the stack goes down, whichever comes first."""
+        archive = self._archive
+        if archive is None:
+            return
+        if not archive.exists():
+            self._dump_class_archive(archive)
+        if archive.exists():        # this stack's next TaskManager starts map it (another stack may have dumped it)
+            for tm, argv in self._launch_argv.items():
+                if tm in self.processes:
+                    self.processes[tm].argv = archive.with_options(argv)
+
+    def _dump_class_archive(self, archive: ClassArchive) -> None:
+        candidates = []
         for tm in self.taskmanagers():
-            # no fixed resource id: a restarted TaskManager must register as a new instance
-            procs[tm] = self.new_process(tm, [str(bin_dir / "taskmanager.sh"), "start-foreground", *self._tm_args(tm)],
-                                         self._env(tm))
-        return procs
+            proc = self.processes.get(tm)
+            if proc is None or not proc.running() or proc.pid is None or RECORD not in proc.argv:
+                continue
+            try:
+                p = psutil.Process(proc.pid)
+                this_start = proc.log_file.read_text(errors="replace").rsplit("\n=== ", 1)[-1]
+                if p.status() == psutil.STATUS_STOPPED or "Received task" not in this_start:
+                    continue            # paused (jcmd would hang), or never ran a task: its archive would be thin
+                cpu = p.cpu_times()
+                candidates.append((cpu.user + cpu.system, proc.pid))
+            except (psutil.Error, OSError):
+                continue
+        if candidates:
+            archive.dump_from(max(candidates)[1])
 
     def overview(self) -> dict[str, Any]:
         data: dict[str, Any] = requests.get(f"{self.rest_url}/overview", timeout=3).json()
