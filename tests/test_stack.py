@@ -108,6 +108,9 @@ def test_kill_and_restart_each_component(stack: Stack, component: str) -> None:
     stack.heal()
     comp = stack[component]
     member = comp.members()[-1]
+    archive = comp._archive if isinstance(comp, FlinkCluster) else None
+    had_archive = archive is not None and archive.exists()
+    comp.on_idle()      # from here on, a restart maps the archive if it existed (another worker may dump it now)
     old_pid = comp.processes[member].pid
     comp.kill(member)
     assert not comp.running(member)
@@ -118,15 +121,13 @@ def test_kill_and_restart_each_component(stack: Stack, component: str) -> None:
         cmdline = psutil.Process(pid).cmdline()
         assert os.path.basename(cmdline[0]) == "java" and ENTRY_POINTS["taskmanager"][1] in cmdline, cmdline
         # and it maps the TaskManagers' class-data archive, or records for one while there is none
-        archive = comp._archive
         assert archive is not None
-        if archive.exists():    # (restart returns while the JobManager still counts the killed one: poll)
-            deadline = time.monotonic() + 30
+        if had_archive or RECORD not in cmdline:
+            assert f"-XX:SharedArchiveFile={archive.path}" in cmdline, cmdline
+            deadline = time.monotonic() + 30   # (restart returns while the JobManager still counts the killed one)
             while str(archive.path) not in Path(f"/proc/{pid}/maps").read_text():
                 assert time.monotonic() < deadline, f"{member} never mapped {archive.path}"
                 time.sleep(0.2)
-        else:
-            assert RECORD in cmdline
     stack.heal()   # everything healthy again, connector RUNNING
 
 
