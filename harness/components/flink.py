@@ -89,6 +89,8 @@ class FlinkCluster(Component):
     _archive: ClassArchive | None = None
     #: each TaskManager's JVM command line without the archive's options (set with the archive)
     _launch_argv: dict[str, list[str]]
+    #: a dump of the archive failed in this stack (no more attempts)
+    _archive_failed = False
 
     @classmethod
     def port_names(cls, config: StackConfig) -> list[str]:
@@ -322,14 +324,16 @@ class FlinkCluster(Component):
         archive = self._archive
         if archive is None:
             return
-        if not archive.exists():
-            self._dump_class_archive(archive)
+        if not archive.exists() and not self._archive_failed:
+            # one failed dump is enough for this stack: each attempt may take jcmd's whole timeout
+            self._archive_failed = self._dump_class_archive(archive) is False
         if archive.exists():        # this stack's next TaskManager starts map it (another stack may have dumped it)
             for tm, argv in self._launch_argv.items():
                 if tm in self.processes:
                     self.processes[tm].argv = archive.with_options(argv)
 
-    def _dump_class_archive(self, archive: ClassArchive) -> None:
+    def _dump_class_archive(self, archive: ClassArchive) -> bool | None:
+        """The dump's outcome, or None when no TaskManager can give one yet (none recording has run a task)."""
         candidates = []
         for tm in self.taskmanagers():
             proc = self.processes.get(tm)
@@ -344,8 +348,7 @@ class FlinkCluster(Component):
                 candidates.append((cpu.user + cpu.system, proc.pid))
             except (psutil.Error, OSError):
                 continue
-        if candidates:
-            archive.dump_from(max(candidates)[1])
+        return archive.dump_from(max(candidates)[1]) if candidates else None
 
     def overview(self) -> dict[str, Any]:
         data: dict[str, Any] = requests.get(f"{self.rest_url}/overview", timeout=3).json()
