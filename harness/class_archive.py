@@ -84,6 +84,11 @@ class ClassArchive:
         argv = list(argv if argv is not None else self.argv)
         return [argv[0], *self.jvm_options(), *argv[1:]]
 
+    def _jcmd(self) -> str:
+        """The jcmd of the JDK the JVMs run on (attaching needs the same version), else the one on PATH."""
+        beside = Path(self.argv[0]).resolve().parent / "jcmd"
+        return str(beside) if os.access(beside, os.X_OK) else "jcmd"
+
     def dump_from(self, pid: int, timeout_s: float = 90.0) -> bool:
         """Write the archive from the running JVM ``pid`` (started with :data:`RECORD`); atomic, so JVMs starting
         meanwhile, or another stack dumping at the same time, never map half an archive.  False (and a log line
@@ -91,7 +96,7 @@ class ClassArchive:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{pid}.tmp")
         try:
-            res = subprocess.run(["jcmd", str(pid), "VM.cds", "dynamic_dump", str(tmp)], capture_output=True,
+            res = subprocess.run([self._jcmd(), str(pid), "VM.cds", "dynamic_dump", str(tmp)], capture_output=True,
                                  text=True, timeout=timeout_s)
             if res.returncode != 0 or not tmp.exists() or tmp.stat().st_size < MIN_BYTES:
                 log.warning("no class-data archive from pid %s (jcmd exit %s): %s", pid, res.returncode,

@@ -280,8 +280,13 @@ class FlinkCluster(Component):
         _, entry_class = ENTRY_POINTS[member.split("-")[0]]
         env.update(JAVA_HOME=str(recorder), CDC_CHAOS_JAVA=java, CDC_CHAOS_ENTRY_CLASS=entry_class,
                    CDC_CHAOS_RECORD=str(record))
-        res = subprocess.run(self._script_argv(member), env=env, cwd=self.dir, capture_output=True, text=True,
-                             timeout=120)
+        try:
+            res = subprocess.run(self._script_argv(member), env=env, cwd=self.dir, capture_output=True, text=True,
+                                 timeout=120)
+        except subprocess.TimeoutExpired as exc:
+            raise ComponentError(f"flink/{member}: {self._script_argv(member)[0]} did not reach its JVM within 120 s "
+                                 f"(its helper JVMs hung?): {exc}\nfix: check the machine's load and the Flink home "
+                                 f"({self._home}), or set [flink] direct_launch = false") from exc
         argv_file, env_file = Path(f"{record}.argv"), Path(f"{record}.env")
         if res.returncode != 0 or not argv_file.exists() or not env_file.exists():
             raise ComponentError(
