@@ -195,10 +195,11 @@ def table_config(cfg: JobConfig) -> dict[str, str]:
         # over at 0.1 s (with Flink's default threshold of 1 h, each failure within the hour waited longer than
         # the last).  benchmarks.bench_recovery, ten TaskManager kills: median 19.1 -> 16.6 s (threshold 30 s,
         # back-off 0.5 s); 0.5 -> 0.1 s with the heartbeat every 0.5 s: see the README's recovery figures.
-        # At most 1 s between attempts (was 10 s): with every TaskManager gone, each attempt fails at once for want
-        # of slots (a standalone cluster fails requests it cannot fill), so 4 s without TaskManagers grew the wait
-        # to 6 s, and the job restarted up to 6 s after they were back (both killed: 5.1 s between their
-        # registration and the restart).  10,000 attempts without 30 s of running: almost 3 h before it gives up
+        # At most 1 s between attempts (was 10 s): a job that keeps failing (a store that is down, say) is back
+        # within a second of the cause going away.  On the stack's own cluster a restart without TaskManagers no
+        # longer fails at once (resourcemanager.standalone.start-up-time, harness.components.flink); on a cluster
+        # that fails such requests, 4 s without TaskManagers grew a 10 s cap's wait to 6 s, and the job restarted
+        # up to 6 s after they were back.  10,000 attempts without 30 s of running: almost 3 h before it gives up
         "restart-strategy.exponential-delay.initial-backoff": "100 ms",
         "restart-strategy.exponential-delay.reset-backoff-threshold": "30 s",
         "restart-strategy.exponential-delay.max-backoff": "1 s",

@@ -22,7 +22,7 @@ from harness.config import REPO_ROOT, load_config
 from harness.install.flink import ensure_flink
 from harness.lake import LakeReader
 from harness.lake_schema import CHANGE_SCHEMA
-from harness.nemesis import Nemesis, Recovery, Schedule
+from harness.nemesis import Nemesis, Recovery, Schedule, TaskManagerKill
 from harness.pipeline import JobError, JobPlanner, Pipeline
 from harness.result import RunResult
 from harness.rundir import RunDir
@@ -105,6 +105,31 @@ def test_cancel_and_resume_from_latest_checkpoint(stack: Stack, seed: int) -> No
     rates = result.stats.consumption
     assert rates and max(r for _, r in rates) > 0, rates
     assert any(r > 0 for _, r in rates[len(rates) // 2:]), f"nothing read in the run's second half: {rates}"
+
+
+def test_a_job_without_taskmanagers_waits_for_one_instead_of_failing(stack: Stack, seed: int) -> None:
+    """Both TaskManagers killed on a cluster past its start-up period: the job's restart waits for a slot
+    (``resourcemanager.standalone.start-up-time: 0 ms``) instead of failing every attempt for want of one, as a
+    standalone cluster does by default once its first ``slot.request.timeout`` is over (a crash loop through
+    the restart back-off, and a restart up to a back-off after the TaskManagers were back)."""
+    stack.heal()
+    jobmanager = stack["flink"].processes["jobmanager"].pid
+    assert jobmanager is not None
+    # the default's start-up period is slot.request.timeout (the stack's: 60 s) from the JobManager's start
+    time.sleep(max(0.0, 62 - (time.time() - psutil.Process(jobmanager).create_time())))
+    pipeline = Pipeline(stack)
+    spec = RunSpec(name="pipeline-no-taskmanagers", seed=seed, duration_s=16, rate=60,
+                   schedule=lambda rng, d: Schedule.fixed(TaskManagerKill(all_members=True), 4, 4))
+    result = run(stack, spec, index=next(_INDEX), pipeline=pipeline)
+    assert result.clean, result.summary
+    assert pipeline.current_job_id is not None
+    failures = pipeline.exception_history(pipeline.current_job_id)
+    # (a failure for want of slots is a CompletionException whose stack trace names the cause)
+    entries = [e for f in failures for e in (f, *f.get("concurrentExceptions", []))]
+    starved = [e.get("stacktrace", "")[:300] for e in entries if "NoResourceAvailableException" in
+               e.get("exceptionName", "") + e.get("stacktrace", "")]
+    assert failures, "the kill of both TaskManagers should have failed the job over once"
+    assert not starved, f"{len(starved)} restarts failed for want of a slot: {starved[0]}"
 
 
 def test_lake_files_have_the_documented_schema(stack: Stack, seed: int) -> None:

@@ -147,6 +147,12 @@ class FlinkCluster(Component):
             # is ignored); the restore_older_checkpoint scenario restores the third newest
             "execution.checkpointing.num-retained": 3,
             "slot.request.timeout": 60000,
+            # a slot request no TaskManager can fill waits for one (up to slot.request.timeout) instead of failing
+            # at once: by default a standalone cluster fails such requests once its first 60 s are over, so with
+            # both TaskManagers killed the job crash-looped through its restart back-off (85-line stack trace
+            # per attempt) and restarted up to 1 s after a TaskManager was back; now it deploys on the first
+            # TaskManager that registers
+            "resourcemanager.standalone.start-up-time": "0 ms",
             # through the network proxy when the stack has one, so network faults can hit the job's S3 traffic
             "s3.endpoint": f"http://127.0.0.1:{proxied_port(self.ports, 's3') or self.ports['s3']}",
             "s3.path.style.access": "true",
