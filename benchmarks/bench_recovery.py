@@ -26,6 +26,7 @@ import statistics
 import time
 from typing import Any
 
+from benchmarks.e2e import stack_overrides
 from harness.config import load_config
 from harness.nemesis import Fault, Schedule, nemesis_from_spec
 from harness.stack import Stack
@@ -62,21 +63,6 @@ def distribution(values: list[float]) -> dict[str, float]:
     s = sorted(values)
     return {"n": len(s), "min": s[0], "median": round(statistics.median(s), 2),
             "p90": s[min(len(s) - 1, round(0.9 * (len(s) - 1)))], "max": s[-1]}
-
-
-def stack_overrides(options: list[str]) -> dict[str, dict[str, Any]]:
-    """``flink.heartbeat_timeout_ms=3000`` -> ``{"flink": {"heartbeat_timeout_ms": 3000}}``; values are TOML-ish
-    (an integer stays an integer, true/false are booleans), the config's own types check them."""
-    sections: dict[str, dict[str, Any]] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        section, dot, name = key.partition(".")
-        if not (sep and dot and section and name):
-            raise SystemExit(f"--stack-option {option!r}: use SECTION.KEY=VALUE, e.g. flink.heartbeat_timeout_ms=3000")
-        typed: Any = int(value) if value.lstrip("-").isdigit() else \
-            {"true": True, "false": False}.get(value.lower(), value)
-        sections.setdefault(section, {})[name] = typed
-    return sections
 
 
 def measure(name: str, runs: int, rate: float, seed: int, job_options: dict[str, str],

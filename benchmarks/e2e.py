@@ -208,6 +208,21 @@ class RunningJob:
             return "UNKNOWN"
 
 
+def stack_overrides(options: list[str]) -> dict[str, dict[str, Any]]:
+    """``flink.heartbeat_timeout_ms=3000`` -> ``{"flink": {"heartbeat_timeout_ms": 3000}}``; values are TOML-ish
+    (an integer stays an integer, true/false are booleans), the config's own types check them."""
+    sections: dict[str, dict[str, Any]] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        section, dot, name = key.partition(".")
+        if not (sep and dot and section and name):
+            raise SystemExit(f"--stack-option {option!r}: use SECTION.KEY=VALUE, e.g. flink.heartbeat_timeout_ms=3000")
+        typed: Any = int(value) if value.lstrip("-").isdigit() else \
+            {"true": True, "false": False}.get(value.lower(), value)
+        sections.setdefault(section, {})[name] = typed
+    return sections
+
+
 def start_job(stack: Stack, lake_prefix: str, start_offsets: dict[int, int], *, parallelism: int = 1,
               checkpoint_interval_ms: int = 3000, name: str = "bench", baseline: BaselineJob | None = None,
               **options: Any) -> RunningJob:

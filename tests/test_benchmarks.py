@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from benchmarks.baseline import BaselineError, baseline_job
-from benchmarks.bench_e2e import StepResult, judge_step
+from benchmarks.bench_e2e import Sample, StepResult, Txn, judge_step, lag_slope, lake_rate
 from flink_job.sql import JobConfig, table_config
 
 
@@ -28,6 +29,8 @@ def _step(offered: float, commit: float, publish: float, consume: float, lake: f
     (_step(5000, 5000, 4000, 4000, 4000), "Debezium (Kafka Connect)"),
     (_step(5000, 5000, 5000, 3000, 3000), "Flink job (reading)"),
     (_step(5000, 5000, 5000, 5000, 4000), "Flink job (writing/committing)"),
+    # the topic's records (tombstones, heartbeats) outnumber the changes; the lake's rows are changes
+    (_step(5000, 5000, 5500, 5500, 4990), None),
     (_step(5000, 5000, 5000, 5000, 5000, lag=40_000), "Flink job (reading)"),
     (_step(5000, 5000, 5000, 5000, 5000, p99=9000), "Flink job (committing)"),
     (_step(5000, 5000, 5000, 5000, 5000, not_visible=3), "Flink job (committing)"),
@@ -36,6 +39,50 @@ def test_first_stage_behind_is_the_bottleneck(step: StepResult, bottleneck: str 
     judge_step(step, checkpoint_ms=3000)
     assert step.sustained == (bottleneck is None)
     assert step.bottleneck == bottleneck
+
+
+def _txns(rate: float, seconds: float, delay_ms: Callable[[float], float]) -> tuple[list[Txn], dict[str, int]]:
+    """Transactions of 100 changes at ``rate`` changes/s, each visible ``delay_ms(t)`` after its commit, in whole
+    checkpoints of 3 s (the lake's own granularity)."""
+    txns, visible = [], {}
+    for i in range(int(rate * seconds / 100)):
+        commit = 1_000_000 + int(i * 100 / rate * 1000)
+        txns.append(Txn(f"g{i}", 100, commit))
+        visible[f"g{i}"] = (int(commit + delay_ms(commit - 1_000_000)) // 3000 + 1) * 3000
+    return txns, visible
+
+
+@pytest.mark.parametrize(("delay", "expected"), [
+    (lambda t: 1500.0, 5000),                # keeps up: the same delay all through the step
+    (lambda t: 1500.0 + t * 0.25, 4000),     # the delay grows 0.25 s a second: 5000 / 1.25 in the lake
+    (lambda t: 1500.0 + t, 2500),            # half the input rate
+])
+def test_lake_rate_follows_the_delay_not_the_checkpoint_boundaries(delay: Callable[[float], float],
+                                                                   expected: float) -> None:
+    txns, visible = _txns(5000, 60, delay)
+    rate = lake_rate(txns, lambda t: visible.get(t.gtid or ""), until_ms=10**12)
+    assert abs(rate - expected) < 0.03 * expected, rate
+
+
+def test_lake_rate_counts_a_transaction_never_seen_at_the_end_of_the_wait() -> None:
+    txns, visible = _txns(5000, 60, lambda t: 1500.0)
+    for t in txns[-len(txns) // 5:]:
+        del visible[t.gtid or ""]
+    until = txns[-1].commit_ms + 90_000
+    assert lake_rate(txns, lambda t: visible.get(t.gtid or ""), until_ms=until) < 0.5 * 5000
+
+
+@pytest.mark.parametrize(("consumed_per_s", "slope"), [(5000, 0), (4000, 1000)])
+def test_lag_slope_sees_through_the_checkpoint_sawtooth(consumed_per_s: int, slope: int) -> None:
+    """5,000 records/s published; the job commits its offsets every 3.6 s (a checkpoint), so the lag is a
+    sawtooth up to 18,000 records: its slope is 0 when the reader keeps up, 1,000/s when it reads 4,000/s."""
+    samples = []
+    for t in range(61):
+        read = consumed_per_s * t
+        committed = min(read, 5000 * t)
+        samples.append(Sample(t * 1000, 5000 * t, int(committed - committed % (consumed_per_s * 3.6))))
+    got = lag_slope(samples, 0, 60_000)
+    assert got is not None and abs(got - slope) < 0.03 * 5000, got
 
 
 def test_state_backends() -> None:
@@ -69,7 +116,7 @@ def test_baseline_job_is_that_revisions_code() -> None:
 
 
 def test_recovery_bench_stack_options_are_typed_config_overrides() -> None:
-    from benchmarks.bench_recovery import stack_overrides
+    from benchmarks.e2e import stack_overrides
     from harness.config import load_config
 
     over = stack_overrides(["flink.heartbeat_interval_ms=250", "flink.taskmanager_warmup=false"])

@@ -1,12 +1,20 @@
 """The topic evidence parses each record once: envelopes become rows, tombstones and non-envelopes are counted,
-and what the fast parser (orjson, strict RFC 8259) refuses but Python's own reads is not lost."""
+and what the fast parser (orjson, strict RFC 8259) refuses but Python's own reads is not lost; a read of the real
+topic cut short by its timeout keeps its progress."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
+
+from harness import kafka_client
 from harness.kafka_client import Record
-from harness.topic import TopicEvidence, parse_records, skipped_counts
+from harness.stack import Stack
+from harness.topic import TopicEvidence, TopicReader, parse_records, skipped_counts
 
 
 def _envelope(op: str = "c", table: str = "orders", **after: object) -> bytes:
@@ -71,3 +79,32 @@ def test_the_typed_fast_path_reads_every_record_as_the_general_reader_does() -> 
         records.append(json.dumps(env).encode())
     for value in records:
         assert envelope_fields(value) == _fields_of_any(value), value
+
+
+def test_a_read_cut_short_keeps_what_it_read_and_the_next_goes_on(stack: Stack,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A topic read that times out part-way (quiescence reads with a 30 s timeout) keeps every batch it read and
+    where each partition got to; the next read goes on from there, each record once.  Before, a failed read kept
+    nothing, and a topic that took longer than the timeout to read was read from its start until the deadline."""
+    bootstrap, topic = stack.kafka.bootstrap, f"reader-cut-{int(time.time() * 1000)}"
+    kafka_client.produce(bootstrap, topic, [(str(i).encode(), _envelope(order_id=i)) for i in range(600)])
+    ends = kafka_client.end_offsets(bootstrap, topic)
+    real = kafka_client.iter_range
+
+    def cut_short(*args: Any, **kw: Any) -> Iterator[list[Any]]:
+        # the real records from the real broker, in slices of 50; the read's time runs out after the third
+        messages = [m for batch in real(*args, **kw) for m in batch]
+        pieces = [messages[i:i + 50] for i in range(0, len(messages), 50)]
+        yield from pieces[:3]
+        raise TimeoutError("could not read the topic within its timeout (cut short by the test)")
+
+    reader = TopicReader(bootstrap, topic, {p: 0 for p in ends})
+    monkeypatch.setattr(kafka_client, "iter_range", cut_short)
+    with pytest.raises(TimeoutError):
+        reader.read(ends, timeout=30)
+    assert len(reader.evidence) == 150 and sum(reader.position.values()) == 150
+    monkeypatch.setattr(kafka_client, "iter_range", real)
+    reader.read(ends, timeout=30)
+    table = reader.table()
+    seen = list(zip(table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True))
+    assert sorted(seen) == sorted((p, o) for p, e in ends.items() for o in range(e)), "each record exactly once"
