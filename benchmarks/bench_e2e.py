@@ -52,6 +52,7 @@ from benchmarks.e2e import (
     SeenFile,
     checkpoint_stats,
     human_bytes,
+    key_values,
     latency_summary,
     now_ms,
     stack_overrides,
@@ -396,7 +397,7 @@ def run_variant(stack: Stack, variant: str, state_backend: str, steps: list[floa
     binlog_start, offsets = source_position(stack)
     prefix = f"bench/e2e-{variant}-{now_ms()}"
     ids = allocate_order_ids(stack, int(sum(steps) * args.step_seconds * 1.2) + 10_000)
-    extra = dict(o.split("=", 1) for o in args.flink_option if "=" in o)
+    extra = key_values(args.flink_option, "--flink-option")
     job = start_job(stack, prefix, offsets, checkpoint_interval_ms=args.checkpoint_ms, name=f"bench-e2e-{variant}",
                     variant=variant, state_backend=state_backend, extra=extra)
     log(f"{variant}: job {job.job_id} RUNNING into s3://{stack.config.s3.bucket}/{prefix}")

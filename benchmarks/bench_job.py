@@ -52,6 +52,7 @@ from benchmarks.e2e import (
     binlog_end,
     checkpoint_stats,
     human_bytes,
+    key_values,
     latency_summary,
     now_ms,
     read_topic_changes,
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["baseline"] = {"rev": old.rev, "commit": old.commit}
             log(f"baseline: the job of {old.rev} ({old.commit[:12]})")
         # p=1 is compared with the baseline; every state backend is measured at every parallelism
-        extra = tuple(tuple(o.split("=", 1)) for o in args.flink_option if "=" in o)
+        extra = tuple(key_values(args.flink_option, "--flink-option").items())
         kinds = [JobUnderTest(state_backend=b, extra=extra) for b in backends]  # type: ignore[arg-type]
         stack = cleanup.enter_context(Stack.up(load_config(), label="bench-job"))
         result["stack_up_s"] = round(stack.timings["total"], 1)

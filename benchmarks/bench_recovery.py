@@ -26,7 +26,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.e2e import stack_overrides
+from benchmarks.e2e import key_values, stack_overrides
 from harness.config import load_config
 from harness.nemesis import Fault, Schedule, nemesis_from_spec
 from harness.stack import Stack
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1, 2**31)
     log(f"seed {seed} (replay with --seed {seed})")
-    options = dict(o.split("=", 1) for o in args.job_option if "=" in o)
+    options = key_values(args.job_option, "--job-option")
     results = [measure(name.strip(), args.runs, args.rate, seed, options, args.stack_option, args.keep_logs)
                for name in args.faults.split(",") if name.strip()]
     print_report(results)

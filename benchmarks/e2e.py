@@ -208,6 +208,18 @@ class RunningJob:
             return "UNKNOWN"
 
 
+def key_values(options: list[str], flag: str) -> dict[str, str]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}``, for the benchmarks' repeated ``--flag KEY=VALUE``; an
+    option without ``=`` is an error naming it (it was dropped without a word before)."""
+    pairs = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not (sep and key):
+            raise SystemExit(f"{flag} {option!r}: use KEY=VALUE, e.g. execution.checkpointing.interval=2s")
+        pairs[key] = value
+    return pairs
+
+
 def stack_overrides(options: list[str]) -> dict[str, dict[str, Any]]:
     """``flink.heartbeat_timeout_ms=3000`` -> ``{"flink": {"heartbeat_timeout_ms": 3000}}``; values are TOML-ish
     (an integer stays an integer, true/false are booleans), the config's own types check them."""

@@ -125,3 +125,11 @@ def test_recovery_bench_stack_options_are_typed_config_overrides() -> None:
     assert config.flink.heartbeat_interval_ms == 250 and config.flink.taskmanager_warmup is False
     with pytest.raises(SystemExit, match=r"SECTION\.KEY=VALUE"):
         stack_overrides(["heartbeat_interval_ms=250"])
+
+
+def test_key_value_options_are_parsed_and_a_malformed_one_is_named() -> None:
+    from benchmarks.e2e import key_values
+
+    assert key_values(["a.b=1", "c=x=y"], "--flink-option") == {"a.b": "1", "c": "x=y"}
+    with pytest.raises(SystemExit, match=r"--job-option 'restart-strategy': use KEY=VALUE"):
+        key_values(["restart-strategy"], "--job-option")
