@@ -64,8 +64,8 @@ time, the clock of partition commit.
 **Partition commit.**  A partition's ``_SUCCESS`` is written once the commit-time watermark passes the hour's
 end plus the routing bound (and the one-hour commit delay).  Every record that advances that watermark has
 passed the routing operator first, so by then the routing watermark is past the hour's end too and no on-time
-row can land in a committed hour, including rows routed after a restore.  The late table gets files after
-markers by design.
+row can land in a committed hour, including rows routed after a restore.  The late table has no markers:
+late changes of an hour keep arriving, so no late hour is ever complete.
 
 **Enrichment.**  ``customer_region``/``customer_segment`` come from the ``customers`` table itself, which
 Debezium captures into the same topic: the customer's row as the order change's commit saw it, i.e. the last
@@ -261,14 +261,16 @@ def _specific_offsets(cfg: JobConfig) -> str:
     return f", 'scan.startup.specific-offsets' = '{spec}'"
 
 
-def _sink(cfg: JobConfig, name: str, path: str, partitioned: bool) -> str:
-    # a partition is committed once the (commit-time) watermark is past its hour's end plus the routing bound
+def _sink(cfg: JobConfig, name: str, path: str, success_markers: bool) -> str:
+    # a partition is committed once the (commit-time) watermark is past its hour's end plus the routing bound.
+    # The late table has no markers: a late hour is never complete (late changes keep arriving), and its
+    # committer wrote a _SUCCESS for every late hour touched, each checkpoint, in the checkpoint's critical path
     commit = f""",
         'sink.partition-commit.trigger' = 'partition-time',
         'partition.time-extractor.timestamp-pattern' = '$dt $hr:00:00',
         'sink.partition-commit.delay' = '{3_600_000 + cfg.out_of_orderness_ms} ms',
         'sink.partition-commit.watermark-time-zone' = 'UTC',
-        'sink.partition-commit.policy.kind' = 'success-file'""" if partitioned else ""
+        'sink.partition-commit.policy.kind' = 'success-file'""" if success_markers else ""
     return f"""CREATE TABLE {name} ({flink_columns(change_schema(cfg.job_version))}, dt STRING, hr STRING
     ) PARTITIONED BY (dt, hr) WITH (
         'connector' = 'filesystem', 'path' = '{cfg.lake_root}/{path}', 'format' = 'parquet',
@@ -390,8 +392,8 @@ def statements(cfg: JobConfig) -> Plan:
             kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
             kafka_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
         ) WITH ({_kafka(cfg, 'raw')}, 'format' = 'raw')""",
-        _sink(cfg, "lake_orders", "orders", partitioned=True),
-        _sink(cfg, "lake_orders_late", "orders_late", partitioned=True),
+        _sink(cfg, "lake_orders", "orders", success_markers=True),
+        _sink(cfg, "lake_orders_late", "orders_late", success_markers=False),
         f"""CREATE TABLE lake_dlq ({flink_columns(DLQ_SCHEMA)}
         ) WITH ('connector' = 'filesystem', 'path' = '{cfg.lake_root}/orders_dlq', 'format' = 'parquet')""",
         # every record of the topic passes the routing operator, so its watermark covers Flink's

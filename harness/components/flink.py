@@ -156,6 +156,10 @@ class FlinkCluster(Component):
             # through the network proxy when the stack has one, so network faults can hit the job's S3 traffic
             "s3.endpoint": f"http://127.0.0.1:{proxied_port(self.ports, 's3') or self.ports['s3']}",
             "s3.path.style.access": "true",
+            # no blind DeleteObjects of a new file's parent "directory" markers after every file the job writes
+            # (the lake has none; a checkpoint directory's marker goes with the directory): one request less per
+            # Parquet file and _SUCCESS, all of them in the writer's task thread (commits) or the committer's
+            "s3.directory.marker.retention": "keep",
             "s3.access-key": s3.access_key, "s3.secret-key": s3.secret_key,
             # S3 calls must fail fast while the store is down (outage fault), then retry on restart
             "s3.connection.timeout": S3_REQUEST_TIMEOUT_MS, "s3.attempts.maximum": 3, "s3.retry.limit": 3,
@@ -166,8 +170,9 @@ class FlinkCluster(Component):
             # killed TaskManager's half-written blocks stayed for good
             "s3.buffer.dir": str(self.dir / "tmp" / "s3a"),
             # temporary files in the run dir, which the run removes (a killed JVM leaves its /tmp files behind:
-            # the web UI's flink-web-*, snappy's native library)
-            "env.java.opts.all": f"-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.io.tmpdir={self.dir / 'tmp'}",
+            # the web UI's flink-web-*, snappy's native library); no perf-data file in /tmp/hsperfdata_<user>
+            "env.java.opts.all": "-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -XX:+PerfDisableSharedMem "
+                                 f"-Djava.io.tmpdir={self.dir / 'tmp'}",
             "web.tmpdir": str(self.dir / "tmp"),
             "classloader.check-leaked-classloader": "false",
             "web.submit.enable": "true",
