@@ -175,6 +175,8 @@ class Stack:
             comp.wait_healthy()
         if "proxy" in self.components:
             self.proxy.reset()
+        if "connect" in self.components and self.connect.restart_if_failed():
+            restarted.append("connect/connector")
         if "connect" in self.components:
             self.connect.wait_connector_running()
         for comp in self.components.values():

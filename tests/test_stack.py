@@ -114,6 +114,10 @@ def test_kill_and_restart_each_component(stack: Stack, component: str) -> None:
     old_pid = comp.processes[member].pid
     comp.kill(member)
     assert not comp.running(member)
+    if component in ("kafka", "connect", "flink"):
+        # a killed JVM never removes its perf-data file, which HotSpot keeps in /tmp whatever java.io.tmpdir says
+        # (the next JVM of the user to start would clean it up: hence the look before the restart)
+        assert not list(Path("/tmp").glob(f"hsperfdata_*/{old_pid}")), f"{member} left its hsperfdata in /tmp"
     comp.restart(member)
     assert comp.running(member) and comp.processes[member].pid != old_pid
     if component == "flink":    # the restarted member is its JVM, started without its script's helper JVMs

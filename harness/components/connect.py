@@ -129,6 +129,27 @@ class KafkaConnect(Component):
             time.sleep(0.5)
         raise ComponentError(f"connector not RUNNING after {timeout:.0f}s; last status: {last}\n{self.log_tails()}")
 
+    def restart_if_failed(self) -> bool:
+        """Restart the connector and its tasks when any of them is FAILED; True if it did.  A database restart
+        can fail the task some time after the connector looked RUNNING again (its next query on a connection
+        the restart cut: "Socket error" is not one Debezium retries), which an operator fixes with a restart:
+        the task resumes from its committed offset."""
+        if not self._failed():
+            return False
+        self.lifecycle("restart")
+        deadline = time.monotonic() + 30    # (the restart is asynchronous: FAILED until the worker takes it up)
+        while self._failed() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return True
+
+    def _failed(self) -> bool:
+        try:
+            status = self.connector_status()
+        except requests.RequestException:
+            return False       # not registered or not answering yet: wait_connector_running says which
+        states = [status.get("connector", {}).get("state"), *(t.get("state") for t in status.get("tasks", []))]
+        return "FAILED" in states
+
     def lifecycle(self, action: str) -> None:
         """An operator's REST call on the connector: ``pause``, ``resume`` or ``restart`` (with its tasks)."""
         name = self.config.connect.connector_name

@@ -34,8 +34,11 @@ logger.server.name = kafka.server
 logger.server.level = info
 """
 
-# Serial GC and a small heap: these JVMs share two cores with a whole stack.
-JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"]
+# Serial GC and a small heap: these JVMs share two cores with a whole stack.  PerfDisableSharedMem: HotSpot
+# keeps its performance counters in /tmp/hsperfdata_<user>/<pid> (whatever java.io.tmpdir says), which a killed
+# JVM never removes; jcmd still attaches by pid.
+JVM_FLAGS = ["-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-XX:+PerfDisableSharedMem",
+             "-Djava.awt.headless=true"]
 
 
 def java_argv(classpath_dir: Path, heap: str, log4j: Path, tmpdir: Path, main: str, *args: str) -> list[str]:
