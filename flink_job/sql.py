@@ -3,17 +3,21 @@ Parquet in the lake.  Every operator runs in the JVM (no Python UDF on the hot p
 
 Data flow::
 
-    orders_cdc --json, from the job's start offsets--> cdc_typed            (Flink time: the log clock)
+    orders_cdc --json, from the earliest offset--> cdc_typed                (Flink time: the log clock)
+        -> the job's range (from its start offsets on)
         -> routed     (routing watermark: a running max in checkpointed state, one global operator)
         -> changes    (orders rows only, valid envelopes; the heartbeat table's rows ride along as ticks)
         -> deduped    (first row wins per change identity, TTL)
         -> enriched   (event-time temporal join on the log clock with the customers dimension)
         -> restamped  (the change of clocks: Flink time becomes the commit time, ticks dropped after it)
         -> on time: lake_orders / late: lake_orders_late, partitioned dt/hr by event time
-    orders_cdc --json, from the earliest offset--> cdc_dim -> customers_versions (versioned view, log clock)
+    cdc_typed, customers rows of the whole topic --> customers_versions    (versioned view, log clock)
     orders_cdc --raw--> cdc_raw --(not JSON)--> lake_dlq  <--(JSON but not a valid envelope)-- restamped
 
-A record that is JSON but no valid envelope leaves ``routed`` as a dead letter, joins the orders' rows after the
+One reader parses the topic for both the orders and the dimension: the dimension needs every customers change
+from the topic's start, the orders only those from the job's start offsets on (a filter on each record's
+partition and offset; a second reader parsed every record once more, a fifth of the job's CPU).  A record in
+the job's range that is JSON but no valid envelope leaves the reader as a dead letter, joins the orders' rows after the
 join (UNION ALL) and crosses the change of clocks with them: the DataStream conversion is planned apart from
 the statement set, so a dead-letter branch of its own would be a fourth reader of the topic (parsing every
 record once more).  Dead letters sit at commit time 0 and never move that clock.
@@ -71,8 +75,8 @@ late changes of an hour keep arriving, so no late hour is ever complete.
 Debezium captures into the same topic: the customer's row as the order change's commit saw it, i.e. the last
 customers change *before it in the binlog*, through an event-time temporal join on the log clock.  A customer
 deleted or not yet existing gives NULL enrichment; the order is never dropped.  Deterministic across failover
-and replay: the join waits for the log-clock watermark of a second reader of the whole topic, so every
-customers change before the order's place has been read.  A MariaDB event updates the ``cdc_heartbeat`` rows
+and replay: the join waits for the log-clock watermark of the reader of the whole topic, so every customers
+change before the order's place has been read.  A MariaDB event updates the ``cdc_heartbeat`` rows
 every second and their keys reach every partition, so both clocks advance while the tables rest.  Routing is
 decided before the join; the join only delays rows by about a tick.  Limits: binlog file numbers up to
 29,000 (the log clock is a TIMESTAMP_LTZ(3)), and the join's state TTL (``dedup_ttl_ms``) forgets a customer
@@ -116,6 +120,7 @@ JOB_VERSIONS = LAKE_VERSIONS
 
 DEFAULT_STATE_BACKEND = "rocksdb"     # see JobConfig.state_backend
 DEFAULT_DEDUP_TTL_MS = 3_600_000      # see the module docstring: longer than any re-send window
+STARTUP_MODES = ("earliest-offset", "specific-offsets")   # where the job's range of the topic starts
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,9 @@ class JobConfig:
             raise ValueError(f"unknown job version {self.job_version!r}; known: {JOB_VERSIONS}")
         if self.state_backend not in STATE_BACKENDS:
             raise ValueError(f"unknown state backend {self.state_backend!r}; known: {tuple(STATE_BACKENDS)}")
+        if self.startup_mode not in STARTUP_MODES:
+            raise ValueError(f"unknown startup mode {self.startup_mode!r}; known: {STARTUP_MODES} (the job reads the "
+                             "topic from its start for the dimension, and writes from its start offsets on)")
         if self.commit_bound_ms > self.out_of_orderness_ms:
             raise ValueError("commit_bound_ms must not exceed out_of_orderness_ms (the routing bound)")
 
@@ -222,8 +230,11 @@ def table_config(cfg: JobConfig) -> dict[str, str]:
     }
 
 
+#: a row image of either table the job reads (JSON fields absent from a table's image are NULL): orders, then
+#: the customers' own columns
 _IMAGE = ("ROW<order_id BIGINT, customer_id INT, product STRING, quantity INT, unit_price STRING, "
-          "status STRING, event_time BIGINT, version INT, created_at BIGINT, updated_at BIGINT>")
+          "status STRING, event_time BIGINT, version INT, created_at BIGINT, updated_at BIGINT, "
+          "region STRING, segment STRING>")
 
 # TIMESTAMP_LTZ(3) -> epoch milliseconds, exactly: Flink allows no cast from TIMESTAMP_LTZ to a number, so
 # whole seconds since the epoch (the session zone is UTC) plus the millisecond of the second.
@@ -346,7 +357,7 @@ class Restamp:
     """Where the job changes clocks: ``source`` (a view on the log clock) becomes ``target``, whose time
     attribute is ``commit_time`` (``src_ts_ms``) with ``bound`` behind the largest seen as its watermark: the
     clock of partition commit.  Flink SQL cannot re-declare a watermark mid-query, so the job builder passes
-    the rows through a DataStream (``to_data_stream`` -> ``rebalance`` -> ``from_data_stream``)."""
+    the rows through a DataStream (``to_data_stream`` -> ``rebalance`` at parallelism > 1 -> ``from_data_stream``)."""
     source: str
     target: str
     bound_ms: int
@@ -382,10 +393,10 @@ def statements(cfg: JobConfig) -> Plan:
     rowtime = _rowtime(cfg)
     is_tick = f"source.`table` = '{cfg.tick_table}'"
     ddl = [
-        _source(cfg, "cdc_typed", "typed", f"`before` {_IMAGE}, `after` {_IMAGE}, event_time_ms AS {event_ms}"),
-        _source(cfg, "cdc_dim", "dim", "`before` ROW<customer_id INT>, "
-                "`after` ROW<customer_id INT, region STRING, segment STRING>",
-                startup={"startup_mode": "earliest-offset"}),
+        _source(cfg, "cdc_typed", "typed", f"`before` {_IMAGE}, `after` {_IMAGE}, event_time_ms AS {event_ms}",
+                startup={"startup_mode": "earliest-offset"} if rowtime == "log_time" else None),
+        *([] if rowtime == "log_time" else [_source(cfg, "cdc_dim", "dim", f"`before` {_IMAGE}, `after` {_IMAGE}",
+                                                    startup={"startup_mode": "earliest-offset"})]),
         f"""CREATE TABLE cdc_raw (
             `value` BYTES,   -- bytes, not STRING: a dead letter need not be valid UTF-8
             kafka_partition INT METADATA FROM 'partition' VIRTUAL,
@@ -398,7 +409,7 @@ def statements(cfg: JobConfig) -> Plan:
         ) WITH ('connector' = 'filesystem', 'path' = '{cfg.lake_root}/orders_dlq', 'format' = 'parquet')""",
         # every record of the topic passes the routing operator, so its watermark covers Flink's
         f"""CREATE TEMPORARY VIEW routed AS
-        SELECT *, {wm_expr} AS watermark_ms FROM cdc_typed""",
+        SELECT *, {wm_expr} AS watermark_ms FROM cdc_typed WHERE {_job_range(cfg, rowtime)}""",
         # one row per change of the orders table, its routing decided here, before any join can delay it; the
         # clock's ticks (heartbeat rows) ride along to the change of clocks, and no further
         f"""CREATE TEMPORARY VIEW changes AS
@@ -423,7 +434,7 @@ def statements(cfg: JobConfig) -> Plan:
                    {rowtime},
                    ROW_NUMBER() OVER (PARTITION BY COALESCE(`after`.customer_id, `before`.customer_id)
                                       ORDER BY {rowtime} DESC) AS rn
-            FROM cdc_dim
+            FROM {"cdc_typed" if rowtime == "log_time" else "cdc_dim"}
             WHERE source.`table` = '{cfg.dimension_table}' AND {_dimension_ops(cfg)}
               AND COALESCE(`after`.customer_id, `before`.customer_id) IS NOT NULL)
         WHERE rn = 1""",
@@ -457,8 +468,10 @@ def statements(cfg: JobConfig) -> Plan:
                FALSE AS is_tick,
                CASE WHEN op IS NULL THEN 'not a Debezium change event' ELSE 'incomplete Debezium envelope' END,
                {ltz_to_ms('kafka_ts')}
-        FROM routed
-        WHERE ({_valid_change(cfg)}) IS NOT TRUE
+        -- straight from the reader (chained to it), not after the routing operator: a dead letter needs no
+        -- routing, and a second consumer of that operator's output had every record serialised once more
+        FROM cdc_typed
+        WHERE {_job_range(cfg, rowtime)} AND ({_valid_change(cfg)}) IS NOT TRUE
           -- other tables' events (the dimension, heartbeats) are not dead letters
           AND (source.`table` IS NULL OR source.`table` = '{cfg.table}')""")
     change = "FROM restamped WHERE dlq_reason IS NULL AND NOT is_tick AND"
@@ -474,6 +487,19 @@ def statements(cfg: JobConfig) -> Plan:
         FROM restamped WHERE dlq_reason IS NOT NULL""",
     ]
     return Plan(ddl, Restamp("outbound", "restamped", cfg.commit_bound_ms), inserts)
+
+
+def _job_range(cfg: JobConfig, rowtime: str) -> str:
+    """The records this job writes to the lake: from its start offsets on (the reader starts at the topic's
+    start, for the dimension's sake).  A partition without a start offset is read from its start.
+
+    Known-bad variants whose Flink time is the commit time read the dimension with a reader of its own, as this
+    job did before, and start the orders' reader at the job's offsets: one reader from the topic's start would
+    take their clock from every earlier commit time, a writer's future ones included, and hold the join."""
+    if cfg.startup_mode != "specific-offsets" or rowtime != "log_time":
+        return "TRUE"
+    whens = " ".join(f"WHEN {p} THEN kafka_offset >= {o}" for p, o in sorted(cfg.startup_offsets))
+    return f"(CASE kafka_partition {whens} ELSE TRUE END)"
 
 
 def _dimension_ops(cfg: JobConfig) -> str:
