@@ -392,11 +392,13 @@ def statements(cfg: JobConfig) -> Plan:
     recorded_wm = "event_time_ms" if cfg.variant == "route_all_late" else "watermark_ms"   # forged: "just late"
     rowtime = _rowtime(cfg)
     is_tick = f"source.`table` = '{cfg.tick_table}'"
+    dimension = _dimension_reader(cfg)
+    from_start = {"startup_mode": "earliest-offset"}
     ddl = [
         _source(cfg, "cdc_typed", "typed", f"`before` {_IMAGE}, `after` {_IMAGE}, event_time_ms AS {event_ms}",
-                startup={"startup_mode": "earliest-offset"} if rowtime == "log_time" else None),
-        *([] if rowtime == "log_time" else [_source(cfg, "cdc_dim", "dim", f"`before` {_IMAGE}, `after` {_IMAGE}",
-                                                    startup={"startup_mode": "earliest-offset"})]),
+                startup=from_start if dimension == "cdc_typed" else None),
+        *([] if dimension == "cdc_typed" else
+          [_source(cfg, dimension, "dim", f"`before` {_IMAGE}, `after` {_IMAGE}", startup=from_start)]),
         f"""CREATE TABLE cdc_raw (
             `value` BYTES,   -- bytes, not STRING: a dead letter need not be valid UTF-8
             kafka_partition INT METADATA FROM 'partition' VIRTUAL,
@@ -407,9 +409,9 @@ def statements(cfg: JobConfig) -> Plan:
         _sink(cfg, "lake_orders_late", "orders_late", success_markers=False),
         f"""CREATE TABLE lake_dlq ({flink_columns(DLQ_SCHEMA)}
         ) WITH ('connector' = 'filesystem', 'path' = '{cfg.lake_root}/orders_dlq', 'format' = 'parquet')""",
-        # every record of the topic passes the routing operator, so its watermark covers Flink's
+        # every record of the job's range passes the routing operator, so its watermark covers Flink's
         f"""CREATE TEMPORARY VIEW routed AS
-        SELECT *, {wm_expr} AS watermark_ms FROM cdc_typed WHERE {_job_range(cfg, rowtime)}""",
+        SELECT *, {wm_expr} AS watermark_ms FROM cdc_typed WHERE {_job_range(cfg)}""",
         # one row per change of the orders table, its routing decided here, before any join can delay it; the
         # clock's ticks (heartbeat rows) ride along to the change of clocks, and no further
         f"""CREATE TEMPORARY VIEW changes AS
@@ -434,7 +436,7 @@ def statements(cfg: JobConfig) -> Plan:
                    {rowtime},
                    ROW_NUMBER() OVER (PARTITION BY COALESCE(`after`.customer_id, `before`.customer_id)
                                       ORDER BY {rowtime} DESC) AS rn
-            FROM {"cdc_typed" if rowtime == "log_time" else "cdc_dim"}
+            FROM {dimension}
             WHERE source.`table` = '{cfg.dimension_table}' AND {_dimension_ops(cfg)}
               AND COALESCE(`after`.customer_id, `before`.customer_id) IS NOT NULL)
         WHERE rn = 1""",
@@ -471,7 +473,7 @@ def statements(cfg: JobConfig) -> Plan:
         -- straight from the reader (chained to it), not after the routing operator: a dead letter needs no
         -- routing, and a second consumer of that operator's output had every record serialised once more
         FROM cdc_typed
-        WHERE {_job_range(cfg, rowtime)} AND ({_valid_change(cfg)}) IS NOT TRUE
+        WHERE {_job_range(cfg)} AND ({_valid_change(cfg)}) IS NOT TRUE
           -- other tables' events (the dimension, heartbeats) are not dead letters
           AND (source.`table` IS NULL OR source.`table` = '{cfg.table}')""")
     change = "FROM restamped WHERE dlq_reason IS NULL AND NOT is_tick AND"
@@ -489,14 +491,20 @@ def statements(cfg: JobConfig) -> Plan:
     return Plan(ddl, Restamp("outbound", "restamped", cfg.commit_bound_ms), inserts)
 
 
-def _job_range(cfg: JobConfig, rowtime: str) -> str:
-    """The records this job writes to the lake: from its start offsets on (the reader starts at the topic's
-    start, for the dimension's sake).  A partition without a start offset is read from its start.
+def _dimension_reader(cfg: JobConfig) -> str:
+    """The table the customers' versions are read from: the orders' own reader, which then reads the topic from
+    its start.  Known-bad variants whose Flink time is the commit time read the dimension with a reader of its
+    own, as this job did before, and start the orders' reader at the job's offsets: one reader from the topic's
+    start would take their clock from every earlier commit time, a writer's future ones included, and hold the
+    join."""
+    return "cdc_typed" if _rowtime(cfg) == "log_time" else "cdc_dim"
 
-    Known-bad variants whose Flink time is the commit time read the dimension with a reader of its own, as this
-    job did before, and start the orders' reader at the job's offsets: one reader from the topic's start would
-    take their clock from every earlier commit time, a writer's future ones included, and hold the join."""
-    if cfg.startup_mode != "specific-offsets" or rowtime != "log_time":
+
+def _job_range(cfg: JobConfig) -> str:
+    """The records this job writes to the lake: from its start offsets on, where its reader starts at the topic's
+    start for the dimension's sake (else the reader starts there).  A partition without a start offset is read
+    from its start."""
+    if cfg.startup_mode != "specific-offsets" or _dimension_reader(cfg) != "cdc_typed":
         return "TRUE"
     whens = " ".join(f"WHEN {p} THEN kafka_offset >= {o}" for p, o in sorted(cfg.startup_offsets))
     return f"(CASE kafka_partition {whens} ELSE TRUE END)"
