@@ -16,7 +16,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from flink_job.sql import JobConfig
+from flink_job.sql import JobConfig, statements
 from harness import kafka_client
 from harness.config import REPO_ROOT, load_config
 from harness.install.flink import ensure_flink
@@ -287,3 +287,23 @@ def test_job_planner_answers_a_failed_submission_and_leaves_nothing_behind(run_d
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in family):
         assert time.monotonic() < deadline, "the planner or its JVM outlived close()"
         time.sleep(0.2)
+
+
+def test_the_job_reads_the_topic_once_and_writes_only_its_range() -> None:
+    """The plan's shape (no cluster): one reader from the topic's start feeds orders and dimension, the orders
+    kept from the job's start offsets on; a start mode other than those two is an error naming them; the late
+    table commits no partitions (no _SUCCESS)."""
+    offsets = ((0, 5), (2, 9))
+    cfg = JobConfig(bootstrap="b:1", lake_root="s3://l/p", startup_mode="specific-offsets", startup_offsets=offsets)
+    ddl = "\n".join(statements(cfg).ddl)
+    assert "CREATE TABLE cdc_dim" not in ddl and "FROM cdc_typed\n            WHERE source.`table` = 'customers'" in ddl
+    typed = next(d for d in statements(cfg).ddl if d.startswith("CREATE TABLE cdc_typed"))
+    assert "'scan.startup.mode' = 'earliest-offset'" in typed and "specific-offsets" not in typed
+    assert "CASE kafka_partition WHEN 0 THEN kafka_offset >= 5 WHEN 2 THEN kafka_offset >= 9 ELSE TRUE END" in ddl
+    late = next(d for d in statements(cfg).ddl if d.startswith("CREATE TABLE lake_orders_late"))
+    assert "partition-commit" not in late
+    # a commit-time clock keeps a dimension reader of its own, and its orders' reader starts at the offsets
+    old = "\n".join(statements(dataclasses.replace(cfg, variant="timestamp_enrichment")).ddl)
+    assert "CREATE TABLE cdc_dim" in old and "partition:0,offset:5;partition:2,offset:9" in old
+    with pytest.raises(ValueError, match=r"earliest-offset.*specific-offsets"):
+        JobConfig(bootstrap="b:1", lake_root="s3://l/p", startup_mode="latest-offset")
