@@ -3,7 +3,9 @@
     python -m benchmarks.bench_stack [--cold]      (--cold: install into a fresh cache dir first)
 
 Prints one JSON line: seconds per install step, seconds to healthy per component, total stack-up time,
-RSS per process and in total (idle, then after a 20 s baseline chaos run under load).
+RSS per process and in total (idle, then after a 20 s baseline chaos run under load), and the median time of
+an S3 call with an answer body (CreateMultipartUpload, then its abort) straight to MinIO and on the job's route
+(Toxiproxy, then the S3 gate): what the fault path adds to every such call of the file sink and checkpoints.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
+import uuid
+from typing import Any
 
+import boto3
 import psutil
+from botocore.config import Config as BotoConfig
 
 from harness.config import load_config
 
@@ -29,6 +36,22 @@ def rss_mib(stack: object) -> dict[str, int]:
                 out[f"{name}/{member}"] = (p.memory_info().rss + sum(
                     c.memory_info().rss for c in p.children(recursive=True))) >> 20
     return out
+
+
+def s3_call_ms(endpoint: str, stack: Any, calls: int = 30) -> float:
+    """Median ms of CreateMultipartUpload + AbortMultipartUpload through ``endpoint`` (a connection kept open)."""
+    s3 = stack.config.s3
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=s3.access_key,
+                          aws_secret_access_key=s3.secret_key, region_name=s3.region,
+                          config=BotoConfig(s3={"addressing_style": "path"}))
+    client.list_objects_v2(Bucket=s3.bucket, MaxKeys=1)   # connect first
+    times = []
+    for _ in range(calls):
+        key, t = f"bench/s3-call/{uuid.uuid4()}", time.perf_counter()
+        up = client.create_multipart_upload(Bucket=s3.bucket, Key=key)
+        client.abort_multipart_upload(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"])
+        times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 1)
 
 
 def main() -> None:
@@ -60,6 +83,8 @@ def measure(result: dict[str, object]) -> None:
     with Stack.up(config, label="bench") as stack:
         result["stack_up_seconds"] = round(stack.timings["total"], 1)
         result["health_wait_seconds"] = {k: round(v, 1) for k, v in stack.timings.items()}
+        result["s3_call_ms_median"] = {"direct": s3_call_ms(f"http://127.0.0.1:{stack.ports['s3']}", stack),
+                                       "job_route": s3_call_ms(f"http://{stack.proxy.endpoints()['s3']}", stack)}
         idle = rss_mib(stack)
         result["rss_idle_mib"] = idle
         result["rss_idle_total_mib"] = sum(idle.values())

@@ -93,6 +93,10 @@ class Gate:
 def make_handler(gate: Gate) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY: an answer leaves in two writes (headers, then body), and with Nagle on the body waited for
+        # the client's delayed ACK of the headers, 40 ms on Linux: every S3 call with an answer body
+        # (CreateMultipartUpload, CompleteMultipartUpload, ListObjects) took ~45 ms instead of ~4 through the gate
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:   # one JSON line per request instead
             return
