@@ -1,6 +1,7 @@
 """Flink job figures on a real stack: throughput from a pre-loaded backlog, and commit->lake freshness.
 
     python -m benchmarks.bench_job [--changes N] [--rate R] [--seconds S] [--only throughput|freshness]
+                                   [--freshness-state empty|backlog|both]
                                    [--parallelism 1,2] [--checkpoint-ms 3000] [--seed N] [--json]
 
 Throughput: about N real Debezium change events are put in ``orders_cdc`` first (bulk SQL into the database
@@ -22,8 +23,11 @@ changes are the topic's orders records carrying its GTID (``@@last_gtid`` after 
 matched to its lake row by binlog coordinates (``(src_file, src_pos, src_row, op)``; the row's ``src_gtid``
 must agree).  First-seen is the end of
 the first listing that showed the file, an upper bound; the lower bound (the listing before) is reported too.
-With ``--only freshness`` an unmeasured run of today's job (15 s) warms the TaskManager's JIT first, as the
-throughput runs do otherwise (``--no-warmup`` skips it).
+Each job is measured twice (``--freshness-state both``): fresh, its state as good as empty, and after working
+through the ``--changes`` backlog, its state holding them as a job's that has run a while (600k changes are ten
+minutes at 1,000/s, a sixth of the dedup TTL).  A fresh job flatters a heap backend's full snapshots.  With
+``--only freshness`` an unmeasured run of today's job (15 s) warms the TaskManager's JIT first, as the throughput
+runs do otherwise (``--no-warmup`` skips it).
 
 Alongside: CPU per stack component and per TaskManager thread (Flink names task threads after their operator
 chain) and the job's checkpoints (durations; state and checkpointed size of the latest completed one, and
@@ -249,7 +253,10 @@ def measure_throughput(stack: Stack, start_offsets: dict[int, int], changes: int
 
 def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: int, seed: int, parallelism: int,
                       checkpoint_ms: int, poll_s: float, drain_s: float, job_kind: JobUnderTest = JobUnderTest(),
-                      first_order_id: int = FRESHNESS_FIRST_ORDER_ID) -> dict[str, Any]:
+                      first_order_id: int = FRESHNESS_FIRST_ORDER_ID,
+                      backlog: tuple[dict[int, int], int] | None = None) -> dict[str, Any]:
+    """``backlog``: (offsets before a pre-loaded backlog, its changes): the job starts there and works through it
+    before the workload, so its state holds those changes when it is measured, as a job that has run a while"""
     prefix = f"bench/freshness-{now_ms()}"
     log(f"freshness, {job_kind.label}: submitting a job into s3://lake/{prefix} (checkpoint interval "
         f"{checkpoint_ms} ms)")
@@ -270,14 +277,18 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
                                        first_order_id=first_order_id))
     client = WorkloadClient(workload, stack.database.connect, stack.config.database.database)
     client.seed_customers()   # the dimension the job joins; before the job's start offsets
-    start_offsets = topic_end(stack)
+    start_offsets = topic_end(stack) if backlog is None else backlog[0]
     job = start_job(stack, prefix, start_offsets, parallelism=parallelism, checkpoint_interval_ms=checkpoint_ms,
                     name="bench-freshness", **job_kind.options())
     # as every scenario does before its workload: today's job reads the dimension from the topic's beginning and
     # is not current until it has; the baseline has no such reader (and no clock before orders flow), so it gets
     # a short settle only
-    caught_up = wait_caught_up(job.pipeline, job.job_id, timeout_s=180 if job_kind.baseline is None else 15)
+    caught_up = wait_caught_up(job.pipeline, job.job_id, timeout_s=(180 if job_kind.baseline is None else 15)
+                               + (0 if backlog is None else 60 + backlog[1] / 2000))
     log(f"job caught up: {caught_up or 'not within the wait'}")
+    if backlog is not None:
+        watch.poll_once()   # the backlog's files, seen now and never read: none holds a workload change
+    workload_from = topic_end(stack)
     cpu = CpuMeter(stack)
     try:
         with LakePoller(watch, poll_s, on_new=attribute) as poller:
@@ -304,6 +315,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
                 else:
                     committed_txn[e.gtid] = e.complete_ms
             mark = binlog_end(stack)
+            topic_from = start_offsets if backlog is None else workload_from   # the workload's records only
             last_commit_ms = max(committed_txn.values(), default=t0_ms)
             log(f"{len(committed_txn)} transactions committed orders changes; waiting up to {drain_s:g}s for all "
                 "of them in the lake")
@@ -318,7 +330,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
                     if set(committed_txn) <= set(lake_gtid.values()):
                         break
                 time.sleep(0.2)
-            topic = read_topic_changes(stack, start_offsets, mark)
+            topic = read_topic_changes(stack, topic_from, mark)
             # every orders change of those transactions, as Debezium published it: identity -> commit time
             committed: dict[ChangeId, int] = {}
             to_topic: list[int] = []
@@ -357,6 +369,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
     target = checkpoint_ms + FRESHNESS_SLACK_MS
     return {
         "job": job_kind.label, "dropped_by_identity": dropped_by_identity, "caught_up": caught_up,
+        "backlog_changes": 0 if backlog is None else backlog[1],
         "lake_prefix": prefix, "job_id": job.job_id, "parallelism": parallelism, "seed": seed,
         "checkpoint_interval_ms": checkpoint_ms, "poll_interval_ms": round(poll_s * 1000),
         "listing_ms_p50": listing[len(listing) // 2] if listing else None,
@@ -393,6 +406,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--concurrency", type=int, default=0,
                     help="freshness: database connections (default: one per 100 changes/s, at least 4)")
     ap.add_argument("--only", choices=("throughput", "freshness"))
+    ap.add_argument("--freshness-state", choices=("empty", "backlog", "both"), default="both",
+                    help="freshness of a fresh job (empty: its state as good as empty), of a job that first worked "
+                         "through the --changes backlog (backlog: its state holds them, as a job's that has run a "
+                         "while), or both, each against the baseline in the same state (default both)")
     ap.add_argument("--parallelism", default="1,2", help="throughput: job parallelisms to run, e.g. 1,2")
     ap.add_argument("--freshness-parallelism", type=int, default=1)
     ap.add_argument("--checkpoint-ms", type=int, default=3000, help="job checkpoint interval (default 3000)")
@@ -426,9 +443,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kinds = [JobUnderTest(state_backend=b, extra=extra) for b in backends]  # type: ignore[arg-type]
         stack = cleanup.enter_context(Stack.up(load_config(), label="bench-job"))
         result["stack_up_s"] = round(stack.timings["total"], 1)
-        if args.only in (None, "throughput"):
+        states = {"empty": [False], "backlog": [True], "both": [False, True]}[args.freshness_state] \
+            if args.only in (None, "freshness") else []
+        if args.only in (None, "throughput") or True in states:
             plan = PreloadPlan.of(args.changes, PRELOAD_FIRST_ORDER_ID)
             start_offsets, changes, result["debezium_preload"] = preload(stack, plan, seed)
+        if args.only in (None, "throughput"):
             d = result["debezium_preload"]
             log(f"Debezium published {d['changes']} changes in {d['debezium_published_s']}s "
                 f"({d['debezium_changes_per_s']}/s)")
@@ -455,12 +475,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 measure_freshness(stack, args.rate, min(args.seconds, 15), concurrency, seed,
                                   args.freshness_parallelism, args.checkpoint_ms, args.poll_ms / 1000,
                                   args.drain_seconds, kinds[0],
-                                  first_order_id=FRESHNESS_FIRST_ORDER_ID + len(runs) * FRESHNESS_ID_STRIDE)
+                                  first_order_id=FRESHNESS_FIRST_ORDER_ID + 2 * len(runs) * FRESHNESS_ID_STRIDE)
             result["freshness_runs"] = [
                 measure_freshness(stack, args.rate, args.seconds, concurrency, seed, args.freshness_parallelism,
                                   args.checkpoint_ms, args.poll_ms / 1000, args.drain_seconds, kind,
-                                  first_order_id=FRESHNESS_FIRST_ORDER_ID + k * FRESHNESS_ID_STRIDE)
-                for k, kind in enumerate(runs)]
+                                  first_order_id=FRESHNESS_FIRST_ORDER_ID + (i * len(runs) + k) * FRESHNESS_ID_STRIDE,
+                                  backlog=(start_offsets, changes) if with_backlog else None)
+                for i, with_backlog in enumerate(states) for k, kind in enumerate(runs)]
     print_report(result)
     if args.json:
         print(json.dumps(result, indent=1, default=str))
@@ -516,7 +537,8 @@ def print_report(result: dict[str, Any]) -> None:
         fm = f["freshness_ms"]
         print(f"freshness, {f['job']}: offered {f['offered_rate']:g}/s for {f['seconds']:g}s, achieved "
               f"{f['achieved_changes_per_s']} changes/s ({f['changes_committed']} committed, schedule lag p99 "
-              f"{f['schedule_lag_ms'].get('p99')} ms), checkpoint interval {f['checkpoint_interval_ms']} ms")
+              f"{f['schedule_lag_ms'].get('p99')} ms), checkpoint interval {f['checkpoint_interval_ms']} ms"
+              + (f", after a backlog of {f['backlog_changes']} changes" if f.get("backlog_changes") else ""))
         if f["dropped_by_identity"]:
             print(f"  NOTE this job's identity dropped {f['dropped_by_identity']} committed changes (updates that "
                   "left version alone, re-inserted ids): freshness is of the changes it kept")
@@ -555,12 +577,14 @@ def comparison(result: dict[str, Any]) -> list[str]:
                              f"{base['changes_per_s']}/s = {ratio:.2f}x (target >= 0.90x: "
                              f"{'met' if ratio >= 0.9 else 'NOT met'})")
     fresh = [f for f in result.get("freshness_runs", []) if f["freshness_ms"].get("count")]
-    fbase = next((f for f in fresh if f["job"].startswith("baseline")), None)
-    if fbase is not None:
-        for f in fresh:
-            if f is not fbase:
+    for backlog in sorted({f.get("backlog_changes", 0) for f in fresh}):   # each job against the baseline in its state
+        same = [f for f in fresh if f.get("backlog_changes", 0) == backlog]
+        fbase = next((f for f in same if f["job"].startswith("baseline")), None)
+        state = f"after a backlog of {backlog} changes" if backlog else "fresh jobs"
+        for f in same:
+            if fbase is not None and f is not fbase:
                 a, b = f["freshness_ms"]["p99"], fbase["freshness_ms"]["p99"]
-                lines.append(f"compared freshness p99: {f['job']} {a} ms vs {fbase['job']} {b} ms "
+                lines.append(f"compared freshness p99, {state}: {f['job']} {a} ms vs {fbase['job']} {b} ms "
                              f"({'no worse' if a <= b else f'{a - b} ms worse'})")
     ttl_s = DEFAULT_DEDUP_TTL_MS / 1000
     for r in result.get("throughput", []):

@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.baseline import BaselineError, baseline_job
 from benchmarks.bench_e2e import Sample, StepResult, Txn, judge_step, lag_slope, lake_rate
+from benchmarks.bench_job import comparison
 from flink_job.sql import JobConfig, table_config
 
 
@@ -133,3 +134,16 @@ def test_key_value_options_are_parsed_and_a_malformed_one_is_named() -> None:
     assert key_values(["a.b=1", "c=x=y"], "--flink-option") == {"a.b": "1", "c": "x=y"}
     with pytest.raises(SystemExit, match=r"--job-option 'restart-strategy': use KEY=VALUE"):
         key_values(["restart-strategy"], "--job-option")
+
+
+def test_freshness_is_compared_with_the_baseline_in_the_same_state() -> None:
+    """A fresh job against the fresh baseline, a job with a backlog's state against the baseline with the same:
+    never across (a fresh job beside a loaded baseline would flatter it)."""
+    def run(job: str, backlog: int, p99: int) -> dict[str, object]:
+        return {"job": job, "backlog_changes": backlog, "freshness_ms": {"count": 10, "p99": p99}}
+
+    lines = comparison({"freshness_runs": [run("current", 0, 4200), run("baseline x", 0, 3700),
+                                           run("current", 600, 4300), run("baseline x", 600, 7600)]})
+    assert lines == ["compared freshness p99, fresh jobs: current 4200 ms vs baseline x 3700 ms (500 ms worse)",
+                     "compared freshness p99, after a backlog of 600 changes: current 4300 ms vs baseline x 7600 ms "
+                     "(no worse)"]
