@@ -598,4 +598,7 @@ def comparison(result: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
+    from harness.process import exit_on_sigterm
+
+    exit_on_sigterm()   # a stopped benchmark leaves no stack and no baseline checkout behind
     main()

@@ -96,4 +96,7 @@ def measure(result: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
+    from harness.process import exit_on_sigterm
+
+    exit_on_sigterm()   # a stopped benchmark leaves no stack and no baseline checkout behind
     main()

@@ -72,6 +72,15 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM ends this process as Ctrl-C would: ``finally`` blocks and context managers run, so what it
+    started (a stack, a temporary checkout) is gone.  Python's default for SIGTERM skips them all."""
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
