@@ -288,7 +288,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
     log(f"job caught up: {caught_up or 'not within the wait'}")
     if backlog is not None:
         watch.poll_once()   # the backlog's files, seen now and never read: none holds a workload change
-    workload_from = topic_end(stack)
+    workload_from = topic_end(stack)   # the workload's records follow (before: a backlog, heartbeats)
     cpu = CpuMeter(stack)
     try:
         with LakePoller(watch, poll_s, on_new=attribute) as poller:
@@ -315,7 +315,6 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
                 else:
                     committed_txn[e.gtid] = e.complete_ms
             mark = binlog_end(stack)
-            topic_from = start_offsets if backlog is None else workload_from   # the workload's records only
             last_commit_ms = max(committed_txn.values(), default=t0_ms)
             log(f"{len(committed_txn)} transactions committed orders changes; waiting up to {drain_s:g}s for all "
                 "of them in the lake")
@@ -330,7 +329,7 @@ def measure_freshness(stack: Stack, rate: float, seconds: float, concurrency: in
                     if set(committed_txn) <= set(lake_gtid.values()):
                         break
                 time.sleep(0.2)
-            topic = read_topic_changes(stack, topic_from, mark)
+            topic = read_topic_changes(stack, workload_from, mark)
             # every orders change of those transactions, as Debezium published it: identity -> commit time
             committed: dict[ChangeId, int] = {}
             to_topic: list[int] = []

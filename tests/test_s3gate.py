@@ -96,13 +96,10 @@ def test_the_gate_answers_without_nagle(store: Stack) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Probe)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        s3 = store.config.s3
-        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
-                              aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
-                              region_name=s3.region, config=BotoConfig(s3={"addressing_style": "path"}))
+        client, bucket = store.s3.client(f"http://127.0.0.1:{server.server_address[1]}"), store.config.s3.bucket
         key = f"gate/{uuid.uuid4()}"
-        up = client.create_multipart_upload(Bucket=s3.bucket, Key=key)   # an answer with a body
-        client.abort_multipart_upload(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"])
+        up = client.create_multipart_upload(Bucket=bucket, Key=key)   # an answer with a body
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up["UploadId"])
     finally:
         server.shutdown()
         server.server_close()

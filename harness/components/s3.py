@@ -57,10 +57,11 @@ class ObjectStore(Component):
         if bucket not in existing:
             client.create_bucket(Bucket=bucket)
 
-    def client(self) -> Any:
+    def client(self, endpoint: str | None = None) -> Any:
+        """A client of this store, straight to MinIO, or through ``endpoint`` (e.g. the job's route via the gate)."""
         s3 = self.config.s3
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=s3.access_key,
+            "s3", endpoint_url=endpoint or self.endpoint, aws_access_key_id=s3.access_key,
             aws_secret_access_key=s3.secret_key, region_name=s3.region,
             config=BotoConfig(retries={"max_attempts": 2}, connect_timeout=3, read_timeout=30,
                               s3={"addressing_style": "path"}),
